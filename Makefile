@@ -1,0 +1,33 @@
+# fastepp — see README.md. Targets: run, test, bench, lint, build.
+GO ?= go
+PKGS ?= ./...
+BENCHTIME ?= 1s
+BIN := bin
+
+.PHONY: all build test bench bench-smoke lint run fmt
+
+all: lint build test
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+# Unit, integration and race tests, then a benchmark smoke run so every
+# benchmark compiles and executes in CI (100 iterations each, not a measurement).
+test:
+	$(GO) test -race -count=1 $(PKGS)
+	$(MAKE) bench-smoke
+
+bench-smoke:
+	$(GO) test -run '^$$' -bench . -benchtime 100x $(PKGS)
+
+# Real measurements: benchstat-friendly output (count 6).
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 6 $(PKGS)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null; git ls-files --others --exclude-standard '*.go' 2>/dev/null)); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go'; git ls-files --others --exclude-standard '*.go')
