@@ -1,0 +1,262 @@
+package scheduler
+
+import (
+	"errors"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+)
+
+// Errors Pick returns; the ext_proc layer maps them to HTTP statuses.
+var (
+	// ErrNoEndpoints: the pool (or the subset hint) leaves no candidate → 503.
+	ErrNoEndpoints = errors.New("no candidate endpoints")
+	// ErrNoCapacity: filters removed every candidate → 429.
+	ErrNoCapacity = errors.New("no endpoint left after filters")
+	// ErrShed: a sheddable request (priority < 0) while the pool is saturated → 429.
+	ErrShed = errors.New("pool saturated: sheddable request dropped")
+)
+
+// Scheduler holds the current plan and snapshot and runs picks. All methods
+// are safe for concurrent use; Publish and SetPlan may run during picks.
+type Scheduler struct {
+	plan atomic.Pointer[Plan]
+	snap atomic.Pointer[Snapshot]
+	seed atomic.Uint64
+}
+
+// New returns a scheduler running plan (no endpoints until Publish).
+func New(plan *Plan) *Scheduler {
+	s := &Scheduler{}
+	s.plan.Store(plan)
+	s.seed.Store(uint64(time.Now().UnixNano()))
+	return s
+}
+
+// Publish makes snap the snapshot future picks see.
+func (s *Scheduler) Publish(snap *Snapshot) { s.snap.Store(snap) }
+
+// Snapshot returns the current snapshot (nil before the first Publish).
+func (s *Scheduler) Snapshot() *Snapshot { return s.snap.Load() }
+
+// Plan returns the current plan.
+func (s *Scheduler) Plan() *Plan { return s.plan.Load() }
+
+// Result is the outcome of one pick. It lives in its Cycle and is valid until
+// the cycle's next Pick.
+type Result struct {
+	// Endpoints are the chosen endpoints, primary first then fallbacks.
+	Endpoints []*Handle
+	// Tokens is the estimated prompt tokens charged to the primary's
+	// in-flight counters; pass it to Release.
+	Tokens int64
+	// Profile is the name of the profile that decided.
+	Profile string
+	// Explain lists every candidate's scores when the request asked for it.
+	Explain []Explanation
+}
+
+// Release ends the request's in-flight accounting on the primary endpoint.
+// Call it exactly once per successful Pick (response end, error or cancel).
+func (r *Result) Release() {
+	if len(r.Endpoints) > 0 {
+		r.Endpoints[0].Release(r.Tokens)
+	}
+}
+
+// Explanation is one candidate's scores in one decision.
+type Explanation struct {
+	Endpoint string
+	Total    float64
+	Scores   []ScorerScore
+}
+
+// ScorerScore is one scorer's contribution.
+type ScorerScore struct {
+	Scorer string
+	Weight float64
+	Score  float64
+}
+
+// Cycle is per-caller scratch space for Pick. Keep one per goroutine (or per
+// stream) and reuse it: after warm-up, Pick does not allocate. Not safe for
+// concurrent use.
+type Cycle struct {
+	// Snap and Req are valid during Pick (plugins read them).
+	Snap *Snapshot
+	Req  *Request
+	Now  time.Time
+
+	rng    rand.PCG
+	cands  []int32
+	total  []float64
+	tmp    []float64
+	picked []int32
+	mark   []uint32
+	epoch  uint32
+	states []any
+	plan   *Plan
+	res    Result
+}
+
+// NewCycle returns scratch space for Pick.
+func (s *Scheduler) NewCycle() *Cycle {
+	c := &Cycle{}
+	c.rng.Seed(s.seed.Add(0x9e3779b97f4a7c15), 0x2545F4914F6CDD1D)
+	return c
+}
+
+// Uint64 is a per-cycle pseudo-random number (tie-breaks, random pickers).
+func (c *Cycle) Uint64() uint64 { return c.rng.Uint64() }
+
+// Float64 is a pseudo-random number in [0, 1).
+func (c *Cycle) Float64() float64 { return float64(c.rng.Uint64()>>11) / (1 << 53) }
+
+// State returns the cycle state of the plugin in slot (see CycleStater).
+func (c *Cycle) State(slot int) any { return c.states[slot] }
+
+// Waiting is endpoint i's queue: scraped waiting requests plus what this
+// picker dispatched there since the scrape (net of what finished).
+func (c *Cycle) Waiting(i int32) float64 {
+	e := &c.Snap.Endpoints[i]
+	v := float64(e.M.Waiting) + float64(e.H.inflight.Load()-e.M.InflightAtScrape)
+	if v < 0 {
+		return 0
+	}
+	return v
+}
+
+// Running is endpoint i's running requests plus the in-flight delta since the scrape.
+func (c *Cycle) Running(i int32) float64 {
+	e := &c.Snap.Endpoints[i]
+	v := float64(e.M.Running) + float64(e.H.inflight.Load()-e.M.InflightAtScrape)
+	if v < 0 {
+		return 0
+	}
+	return v
+}
+
+func grow[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n, n+n/4)
+	}
+	return s[:n]
+}
+
+// Pick chooses endpoints for req with cycle c. Pickers may overwrite the
+// scores slice they are given. On success the primary's
+// in-flight counters are charged; call Result.Release when the request ends.
+func (s *Scheduler) Pick(c *Cycle, req *Request) (*Result, error) {
+	snap := s.snap.Load()
+	plan := s.plan.Load()
+	c.res.Endpoints = c.res.Endpoints[:0]
+	c.res.Explain = nil
+	c.res.Tokens = 0
+	c.res.Profile = ""
+	if snap == nil || len(snap.Live) == 0 {
+		return nil, ErrNoEndpoints
+	}
+	if c.plan != plan {
+		c.states = c.states[:0]
+		for _, st := range plan.staters {
+			c.states = append(c.states, st.NewCycleState())
+		}
+		c.plan = plan
+	}
+	c.Snap, c.Req, c.Now = snap, req, time.Now()
+	defer func() { c.Snap, c.Req = nil, nil }()
+
+	cands := c.candidates(snap, req)
+	if len(cands) == 0 {
+		return nil, ErrNoEndpoints
+	}
+	if req.Priority < 0 && plan.Saturation != nil && plan.Saturation.Saturation(snap, c.Now) >= 1 {
+		return nil, ErrShed
+	}
+	prof := plan.Profiles[plan.Handler.Select(c, plan.Profiles)]
+	for _, f := range prof.Filters {
+		cands = f.Filter(c, cands)
+		if len(cands) == 0 {
+			return nil, ErrNoCapacity
+		}
+	}
+	n := len(cands)
+	c.total = grow(c.total, n)
+	c.tmp = grow(c.tmp, n)
+	total, tmp := c.total, c.tmp
+	clear(total)
+	var ex []Explanation
+	if req.Explain {
+		ex = make([]Explanation, n)
+		for i, ci := range cands {
+			ex[i].Endpoint = snap.Endpoints[ci].H.String()
+		}
+	}
+	for _, ws := range prof.Scorers {
+		ws.Score(c, cands, tmp)
+		for i, v := range tmp {
+			v = clamp01(v)
+			total[i] += ws.Weight * v
+			if ex != nil {
+				ex[i].Scores = append(ex[i].Scores, ScorerScore{Scorer: ws.Name(), Weight: ws.Weight, Score: v})
+			}
+		}
+	}
+	if ex != nil {
+		for i := range ex {
+			ex[i].Total = total[i]
+		}
+		c.res.Explain = ex
+	}
+	c.picked = grow(c.picked, n)
+	picked := prof.Picker.Pick(c, cands, total, c.picked[:0])
+	if len(picked) == 0 {
+		return nil, ErrNoCapacity
+	}
+	for _, p := range picked {
+		c.res.Endpoints = append(c.res.Endpoints, snap.Endpoints[p].H)
+	}
+	c.res.Profile = prof.Name
+	c.res.Tokens = req.EstimatedTokens()
+	c.res.Endpoints[0].Acquire(c.res.Tokens)
+	for _, o := range prof.observers {
+		o.Picked(c, picked[0])
+	}
+	return &c.res, nil
+}
+
+// candidates copies the live set, applying the subset hint (match by IP).
+func (c *Cycle) candidates(snap *Snapshot, req *Request) []int32 {
+	c.cands = grow(c.cands, len(snap.Live))
+	if !req.HasSubset {
+		copy(c.cands, snap.Live)
+		return c.cands
+	}
+	// Mark allowed endpoints with a fresh epoch, then keep live ones marked.
+	c.mark = grow(c.mark, len(snap.Endpoints))
+	c.epoch++
+	if c.epoch == 0 {
+		clear(c.mark)
+		c.epoch = 1
+	}
+	for _, a := range req.Subset {
+		for _, i := range snap.byAddr[a.Unmap()] {
+			c.mark[i] = c.epoch
+		}
+	}
+	out := c.cands[:0]
+	for _, i := range snap.Live {
+		if c.mark[i] == c.epoch {
+			out = append(out, i)
+		}
+	}
+	if len(out) == 0 && !snap.AllStale {
+		// Every allowed endpoint is stale: a stale guess beats a 503.
+		for i := range snap.Endpoints {
+			if c.mark[i] == c.epoch {
+				out = append(out, int32(i))
+			}
+		}
+	}
+	return out
+}
