@@ -1,0 +1,25 @@
+package scorers
+
+import "github.com/fastepp/fastepp/scheduler"
+
+// KVCacheScorerType scores 1 − KV-cache usage (precomputed per snapshot).
+const KVCacheScorerType = "kv-cache-utilization-scorer"
+
+type kvScorer struct{ base }
+
+func registerKVCache(r *scheduler.Registry) {
+	r.Register(KVCacheScorerType, scheduler.Factory{
+		Kind: scheduler.KindScorer,
+		Doc:  "prefers endpoints with free KV cache: 1 − usage",
+		New: func(name string, _ scheduler.Params) (scheduler.Plugin, error) {
+			return &kvScorer{newBase(KVCacheScorerType, name)}, nil
+		},
+	})
+}
+
+func (s *kvScorer) Score(c *scheduler.Cycle, cands []int32, out []float64) {
+	eps := c.Snap.Endpoints
+	for i, e := range cands {
+		out[i] = eps[e].KVScore
+	}
+}

@@ -1,0 +1,331 @@
+package scorers
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/fastepp/fastepp/scheduler"
+)
+
+// PrefixScorerType scores how much of the prompt's leading blocks an endpoint
+// has probably cached: matched leading blocks ÷ prompt blocks.
+//
+// Blocks are blockSizeTokens×4 bytes of the prompt (bytes straight from the
+// request body). Block i's hash is xxhash64 over the model name, cache_salt and
+// the prompt bytes up to the end of block i, so it identifies the whole prefix
+// (the chained hash of GIE, computed in one streaming pass). At most
+// maxPrefixBlocksToMatch blocks are considered. Each endpoint remembers the
+// blocks of the prompts sent to it, bounded by lruCapacityPerServer blocks, or
+// with autoTune by the server's num_gpu_blocks × block_size / blockSizeTokens
+// when it reports them. The chosen endpoint's table is updated inside Pick, so
+// the next request with the same prefix sees it.
+//
+// fullScoreMatchBlocks (ours; default 0 = GIE behaviour) fixes GIE issue 2561,
+// where a one-block prompt matching one block scores 1.0 and all short prompts
+// pile onto one endpoint: the score becomes matched ÷ max(promptBlocks,
+// fullScoreMatchBlocks), so a short match weighs by its absolute length.
+const PrefixScorerType = "prefix-cache-scorer"
+
+// Defaults of the GIE prefix plugin.
+const (
+	defaultBlockSizeTokens = 16
+	defaultMaxBlocks       = 256
+	defaultLRUCapacity     = 31250
+	bytesPerToken          = 4
+)
+
+// PrefixConfig are the prefix-cache-scorer parameters.
+type PrefixConfig struct {
+	BlockSizeTokens        int
+	MaxPrefixBlocksToMatch int
+	LRUCapacityPerServer   int
+	AutoTune               bool
+	FullScoreMatchBlocks   int
+}
+
+// DefaultPrefixConfig is GIE's default.
+func DefaultPrefixConfig() PrefixConfig {
+	return PrefixConfig{
+		BlockSizeTokens:        defaultBlockSizeTokens,
+		MaxPrefixBlocksToMatch: defaultMaxBlocks,
+		LRUCapacityPerServer:   defaultLRUCapacity,
+		AutoTune:               true,
+	}
+}
+
+// PrefixScorer is the prefix-cache-scorer plugin; its index is per instance.
+type PrefixScorer struct {
+	base
+	cfg       PrefixConfig
+	blockSize int // bytes
+	slot      int
+
+	mu     sync.Mutex // guards tables map writes and view rebuilds
+	tables map[uint32]*prefixTable
+	view   atomic.Pointer[prefixView]
+	seq    uint64 // newest snapshot Seq seen by a rebuild
+
+	// Prompt blocks of picked requests / of those, blocks the chosen
+	// endpoint already had: the index hit ratio.
+	lookups, hits atomic.Uint64
+}
+
+// prefixView aligns tables with one snapshot's endpoint indices.
+type prefixView struct {
+	seq    uint64
+	tables []*prefixTable
+}
+
+// prefixState is per-cycle scratch: the prompt's block hashes and matches.
+type prefixState struct {
+	d       xxhash.Digest
+	hashes  []uint64
+	matched []int32 // per snapshot index, valid for this cycle's candidates
+	view    *prefixView
+}
+
+func registerPrefix(r *scheduler.Registry) {
+	r.Register(PrefixScorerType, scheduler.Factory{
+		Kind:   scheduler.KindScorer,
+		Params: []string{"blockSizeTokens", "blockSize", "maxPrefixBlocksToMatch", "lruCapacityPerServer", "autoTune", "fullScoreMatchBlocks"},
+		Doc:    "prefers endpoints that probably cached the prompt's prefix",
+		New: func(name string, p scheduler.Params) (scheduler.Plugin, error) {
+			cfg := DefaultPrefixConfig()
+			var err error
+			if cfg.BlockSizeTokens, err = p.Int("blockSizeTokens", cfg.BlockSizeTokens); err != nil {
+				return nil, err
+			}
+			if p.Has("blockSize") { // deprecated GIE form, in bytes... of tokens×4
+				b, err := p.Int("blockSize", 0)
+				if err != nil {
+					return nil, err
+				}
+				if p.Has("blockSizeTokens") {
+					return nil, fmt.Errorf("blockSize and blockSizeTokens: expected one of them, found both")
+				}
+				if b < bytesPerToken || b%bytesPerToken != 0 {
+					return nil, fmt.Errorf("blockSize: expected a positive multiple of %d bytes, found %d", bytesPerToken, b)
+				}
+				cfg.BlockSizeTokens = b / bytesPerToken
+			}
+			if cfg.MaxPrefixBlocksToMatch, err = p.Int("maxPrefixBlocksToMatch", cfg.MaxPrefixBlocksToMatch); err != nil {
+				return nil, err
+			}
+			if cfg.LRUCapacityPerServer, err = p.Int("lruCapacityPerServer", cfg.LRUCapacityPerServer); err != nil {
+				return nil, err
+			}
+			if cfg.AutoTune, err = p.Bool("autoTune", cfg.AutoTune); err != nil {
+				return nil, err
+			}
+			if cfg.FullScoreMatchBlocks, err = p.Int("fullScoreMatchBlocks", 0); err != nil {
+				return nil, err
+			}
+			return NewPrefixScorer(name, cfg)
+		},
+	})
+}
+
+// NewPrefixScorer validates cfg and returns a scorer with an empty index.
+func NewPrefixScorer(name string, cfg PrefixConfig) (*PrefixScorer, error) {
+	switch {
+	case cfg.BlockSizeTokens < 1 || cfg.BlockSizeTokens > 1<<20:
+		return nil, fmt.Errorf("blockSizeTokens: expected 1..1048576 tokens, found %d", cfg.BlockSizeTokens)
+	case cfg.MaxPrefixBlocksToMatch < 1 || cfg.MaxPrefixBlocksToMatch > 1<<20:
+		return nil, fmt.Errorf("maxPrefixBlocksToMatch: expected 1..1048576, found %d", cfg.MaxPrefixBlocksToMatch)
+	case cfg.LRUCapacityPerServer < 1 || cfg.LRUCapacityPerServer > 1<<26:
+		return nil, fmt.Errorf("lruCapacityPerServer: expected 1..67108864 blocks, found %d", cfg.LRUCapacityPerServer)
+	case cfg.FullScoreMatchBlocks < 0:
+		return nil, fmt.Errorf("fullScoreMatchBlocks: expected 0 (off) or a positive number of blocks, found %d", cfg.FullScoreMatchBlocks)
+	}
+	return &PrefixScorer{
+		base:      newBase(PrefixScorerType, name),
+		cfg:       cfg,
+		blockSize: cfg.BlockSizeTokens * bytesPerToken,
+		tables:    map[uint32]*prefixTable{},
+	}, nil
+}
+
+// Config returns the scorer's parameters.
+func (p *PrefixScorer) Config() PrefixConfig { return p.cfg }
+
+// NewCycleState implements scheduler.CycleStater.
+func (p *PrefixScorer) NewCycleState() any {
+	st := &prefixState{hashes: make([]uint64, 0, 64)}
+	return st
+}
+
+// SetStateSlot implements scheduler.CycleStater.
+func (p *PrefixScorer) SetStateSlot(slot int) { p.slot = slot }
+
+// Score implements scheduler.Scorer.
+func (p *PrefixScorer) Score(c *scheduler.Cycle, cands []int32, out []float64) {
+	st := c.State(p.slot).(*prefixState)
+	st.hashes = p.hashPrompt(st, c.Req)
+	v := p.viewFor(c.Snap)
+	st.view = v
+	if cap(st.matched) < len(v.tables) {
+		st.matched = make([]int32, len(v.tables))
+	}
+	st.matched = st.matched[:len(v.tables)]
+	nb := len(st.hashes)
+	if nb == 0 {
+		for i, e := range cands {
+			out[i] = 0
+			st.matched[e] = 0
+		}
+		return
+	}
+	denom := float64(max(nb, p.cfg.FullScoreMatchBlocks))
+	for i, e := range cands {
+		t := v.tables[e]
+		m := 0
+		if t != nil {
+			for m < nb && t.Contains(st.hashes[m]) {
+				m++
+			}
+		}
+		st.matched[e] = int32(m)
+		out[i] = float64(m) / denom
+	}
+}
+
+// Picked records the prompt's blocks on the chosen endpoint.
+func (p *PrefixScorer) Picked(c *scheduler.Cycle, chosen int32) {
+	st := c.State(p.slot).(*prefixState)
+	if len(st.hashes) == 0 || st.view == nil {
+		return
+	}
+	p.lookups.Add(uint64(len(st.hashes)))
+	p.hits.Add(uint64(st.matched[chosen]))
+	t := st.view.tables[chosen]
+	if t == nil {
+		t = p.tableFor(c.Snap, chosen)
+	}
+	t.Insert(st.hashes)
+}
+
+// hashPrompt fills st.hashes with the prefix hash at the end of each whole
+// block of the prompt (spans concatenated), up to maxPrefixBlocksToMatch.
+func (p *PrefixScorer) hashPrompt(st *prefixState, r *scheduler.Request) []uint64 {
+	hs := st.hashes[:0]
+	d := &st.d
+	d.Reset()
+	_, _ = d.WriteString(r.Model)
+	_, _ = d.Write([]byte{0})
+	if len(r.CacheSalt) > 0 {
+		_, _ = d.Write(r.CacheSalt)
+		_, _ = d.Write([]byte{0})
+	}
+	need := p.blockSize // bytes until the current block is complete
+	limit := p.cfg.MaxPrefixBlocksToMatch
+	for _, sp := range r.Spans {
+		if sp.Start < 0 || sp.End > len(r.Body) || sp.Start >= sp.End {
+			continue
+		}
+		b := r.Body[sp.Start:sp.End]
+		for len(b) > 0 && len(hs) < limit {
+			k := min(need, len(b))
+			_, _ = d.Write(b[:k])
+			b = b[k:]
+			need -= k
+			if need == 0 {
+				h := d.Sum64()
+				if h == 0 {
+					h = 1 // 0 marks an empty slot
+				}
+				hs = append(hs, h)
+				need = p.blockSize
+			}
+		}
+	}
+	return hs
+}
+
+// viewFor returns the table view aligned with snap, building it if needed.
+func (p *PrefixScorer) viewFor(snap *scheduler.Snapshot) *prefixView {
+	if v := p.view.Load(); v != nil && v.seq == snap.Seq {
+		return v
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if v := p.view.Load(); v != nil && v.seq == snap.Seq {
+		return v
+	}
+	v := &prefixView{seq: snap.Seq, tables: make([]*prefixTable, len(snap.Endpoints))}
+	for i := range snap.Endpoints {
+		v.tables[i] = p.tableLocked(&snap.Endpoints[i])
+	}
+	if snap.Seq > p.seq {
+		// The newest pool view: forget endpoints that left it.
+		p.seq = snap.Seq
+		live := make(map[uint32]bool, len(snap.Endpoints))
+		for i := range snap.Endpoints {
+			live[snap.Endpoints[i].H.ID()] = true
+		}
+		for id := range p.tables {
+			if !live[id] {
+				delete(p.tables, id)
+			}
+		}
+		p.view.Store(v)
+	}
+	return v
+}
+
+func (p *PrefixScorer) tableFor(snap *scheduler.Snapshot, i int32) *prefixTable {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.tableLocked(&snap.Endpoints[i])
+}
+
+func (p *PrefixScorer) tableLocked(e *scheduler.EndpointState) *prefixTable {
+	id := e.H.ID()
+	if t := p.tables[id]; t != nil {
+		t.setCapacity(p.capacityFor(&e.M))
+		return t
+	}
+	t := newPrefixTable(p.capacityFor(&e.M))
+	p.tables[id] = t
+	return t
+}
+
+// capacityFor is lruCapacityPerServer, or with autoTune the server's cache in
+// our blocks when it reports num_gpu_blocks and block_size.
+func (p *PrefixScorer) capacityFor(m *scheduler.Metrics) int {
+	if p.cfg.AutoTune && m.NumGPUBlocks > 0 && m.BlockSize > 0 {
+		return max(1, m.NumGPUBlocks*m.BlockSize/p.cfg.BlockSizeTokens)
+	}
+	return p.cfg.LRUCapacityPerServer
+}
+
+// PrefixStats describes the index for metrics.
+type PrefixStats struct {
+	Endpoints     int
+	StoredBlocks  int64
+	Bytes         int64
+	LookupBlocks  uint64
+	MatchedBlocks uint64
+}
+
+// HitRatio is matched ÷ looked-up blocks of picked requests (0 before any).
+func (s PrefixStats) HitRatio() float64 {
+	if s.LookupBlocks == 0 {
+		return 0
+	}
+	return float64(s.MatchedBlocks) / float64(s.LookupBlocks)
+}
+
+// Stats reports the index size and lookup counters.
+func (p *PrefixScorer) Stats() PrefixStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := PrefixStats{Endpoints: len(p.tables), LookupBlocks: p.lookups.Load(), MatchedBlocks: p.hits.Load()}
+	for _, t := range p.tables {
+		s.StoredBlocks += t.stored.Load()
+		s.Bytes += t.bytes.Load()
+	}
+	return s
+}

@@ -1,0 +1,36 @@
+package scorers
+
+import (
+	"fmt"
+
+	"github.com/fastepp/fastepp/scheduler"
+)
+
+// SingleProfileHandlerType runs the one scheduling profile a config has.
+const SingleProfileHandlerType = "single-profile-handler"
+
+type singleProfile struct{ base }
+
+func registerProfileHandlers(r *scheduler.Registry) {
+	r.Register(SingleProfileHandlerType, scheduler.Factory{
+		Kind: scheduler.KindProfileHandler,
+		Doc:  "runs the single scheduling profile",
+		New: func(name string, _ scheduler.Params) (scheduler.Plugin, error) {
+			return &singleProfile{newBase(SingleProfileHandlerType, name)}, nil
+		},
+	})
+}
+
+// NewSingleProfileHandler returns a single-profile-handler.
+func NewSingleProfileHandler() scheduler.ProfileHandler {
+	return &singleProfile{newBase(SingleProfileHandlerType, "")}
+}
+
+func (*singleProfile) Select(*scheduler.Cycle, []*scheduler.Profile) int { return 0 }
+
+func (h *singleProfile) Validate(ps []*scheduler.Profile) error {
+	if len(ps) != 1 {
+		return fmt.Errorf("profile handler %q (%s): expected exactly one scheduling profile, found %d", h.Name(), h.Type(), len(ps))
+	}
+	return nil
+}
