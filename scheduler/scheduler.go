@@ -85,8 +85,8 @@ type Cycle struct {
 	// Snap and Req are valid during Pick (plugins read them).
 	Snap *Snapshot
 	Req  *Request
-	Now  time.Time
 
+	now    time.Time // read lazily: the clock is not free on every VM
 	rng    rand.PCG
 	cands  []int32
 	total  []float64
@@ -104,6 +104,14 @@ func (s *Scheduler) NewCycle() *Cycle {
 	c := &Cycle{}
 	c.rng.Seed(s.seed.Add(0x9e3779b97f4a7c15), 0x2545F4914F6CDD1D)
 	return c
+}
+
+// Now is the time of this pick, read from the clock on first use.
+func (c *Cycle) Now() time.Time {
+	if c.now.IsZero() {
+		c.now = time.Now()
+	}
+	return c.now
 }
 
 // Uint64 is a per-cycle pseudo-random number (tie-breaks, random pickers).
@@ -163,14 +171,14 @@ func (s *Scheduler) Pick(c *Cycle, req *Request) (*Result, error) {
 		}
 		c.plan = plan
 	}
-	c.Snap, c.Req, c.Now = snap, req, time.Now()
+	c.Snap, c.Req, c.now = snap, req, time.Time{}
 	defer func() { c.Snap, c.Req = nil, nil }()
 
 	cands := c.candidates(snap, req)
 	if len(cands) == 0 {
 		return nil, ErrNoEndpoints
 	}
-	if req.Priority < 0 && plan.Saturation != nil && plan.Saturation.Saturation(snap, c.Now) >= 1 {
+	if req.Priority < 0 && plan.Saturation != nil && plan.Saturation.Saturation(snap, c.Now()) >= 1 {
 		return nil, ErrShed
 	}
 	prof := plan.Profiles[plan.Handler.Select(c, plan.Profiles)]

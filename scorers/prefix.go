@@ -81,7 +81,7 @@ type prefixView struct {
 
 // prefixState is per-cycle scratch: the prompt's block hashes and matches.
 type prefixState struct {
-	d       xxhash.Digest
+	carry   []byte // a block straddling two spans
 	hashes  []uint64
 	matched []int32 // per snapshot index, valid for this cycle's candidates
 	view    *prefixView
@@ -208,40 +208,73 @@ func (p *PrefixScorer) Picked(c *scheduler.Cycle, chosen int32) {
 }
 
 // hashPrompt fills st.hashes with the prefix hash at the end of each whole
-// block of the prompt (spans concatenated), up to maxPrefixBlocksToMatch.
+// block of the prompt (spans concatenated), up to maxPrefixBlocksToMatch:
+// h(i) = mix(h(i−1), xxhash64(block i)), h(−1) = seed from the model name (and
+// cache_salt). Whole blocks inside one span are hashed straight from the body;
+// a block that straddles two spans is assembled in a small buffer.
 func (p *PrefixScorer) hashPrompt(st *prefixState, r *scheduler.Request) []uint64 {
 	hs := st.hashes[:0]
-	d := &st.d
-	d.Reset()
-	_, _ = d.WriteString(r.Model)
-	_, _ = d.Write([]byte{0})
+	h := xxhash.Sum64String(r.Model)
 	if len(r.CacheSalt) > 0 {
-		_, _ = d.Write(r.CacheSalt)
-		_, _ = d.Write([]byte{0})
+		h = chain(h, xxhash.Sum64(r.CacheSalt))
 	}
-	need := p.blockSize // bytes until the current block is complete
+	bs := p.blockSize
 	limit := p.cfg.MaxPrefixBlocksToMatch
+	if cap(st.carry) < bs {
+		st.carry = make([]byte, 0, bs)
+	}
+	carry := st.carry[:0]
 	for _, sp := range r.Spans {
 		if sp.Start < 0 || sp.End > len(r.Body) || sp.Start >= sp.End {
 			continue
 		}
 		b := r.Body[sp.Start:sp.End]
-		for len(b) > 0 && len(hs) < limit {
-			k := min(need, len(b))
-			_, _ = d.Write(b[:k])
+		if len(carry) > 0 {
+			k := min(bs-len(carry), len(b))
+			carry = append(carry, b[:k]...)
 			b = b[k:]
-			need -= k
-			if need == 0 {
-				h := d.Sum64()
-				if h == 0 {
-					h = 1 // 0 marks an empty slot
-				}
-				hs = append(hs, h)
-				need = p.blockSize
+			if len(carry) < bs {
+				continue
 			}
+			if len(hs) >= limit {
+				break
+			}
+			h = chain(h, xxhash.Sum64(carry))
+			hs = append(hs, nonZero(h))
+			carry = carry[:0]
 		}
+		for len(b) >= bs && len(hs) < limit {
+			h = chain(h, xxhash.Sum64(b[:bs]))
+			hs = append(hs, nonZero(h))
+			b = b[bs:]
+		}
+		if len(hs) >= limit {
+			break
+		}
+		carry = append(carry, b...)
 	}
+	st.carry = carry[:0]
 	return hs
+}
+
+// chain mixes the previous prefix hash with the next block's hash
+// (a 64-bit finaliser over both; order matters).
+func chain(prev, block uint64) uint64 {
+	x := prev*0x9E3779B97F4A7C15 ^ block
+	x ^= x >> 32
+	x *= 0xD6E8FEB86659FD93
+	x ^= x >> 32
+	x *= 0xD6E8FEB86659FD93
+	x ^= x >> 32
+	return x
+}
+
+// nonZero maps 0 to 1: 0 marks an empty index slot.
+func nonZero(h uint64) uint64 {
+	if h == 0 {
+		return 1
+	}
+	return h
 }
 
 // viewFor returns the table view aligned with snap, building it if needed.

@@ -33,8 +33,12 @@ func minMaxInvert(v []float64) {
 	}
 	lo, hi := v[0], v[0]
 	for _, x := range v[1:] {
-		lo = min(lo, x)
-		hi = max(hi, x)
+		if x < lo {
+			lo = x
+		}
+		if x > hi {
+			hi = x
+		}
 	}
 	if hi == lo {
 		for i := range v {
@@ -42,8 +46,8 @@ func minMaxInvert(v []float64) {
 		}
 		return
 	}
-	d := hi - lo
+	inv := 1 / (hi - lo)
 	for i, x := range v {
-		v[i] = (hi - x) / d
+		v[i] = (hi - x) * inv
 	}
 }

@@ -78,7 +78,7 @@ func (u *utilization) Filter(c *scheduler.Cycle, cands []int32) []int32 {
 	eps := c.Snap.Endpoints
 	kept := 0
 	for _, e := range cands {
-		if u.endpointSaturation(&eps[e], c.Waiting(e), c.Now) < 1 {
+		if u.endpointSaturation(&eps[e], c.Waiting(e), c.Now()) < 1 {
 			kept++
 		}
 	}
@@ -87,7 +87,7 @@ func (u *utilization) Filter(c *scheduler.Cycle, cands []int32) []int32 {
 	}
 	out := cands[:0]
 	for _, e := range cands {
-		if u.endpointSaturation(&eps[e], c.Waiting(e), c.Now) < 1 {
+		if u.endpointSaturation(&eps[e], c.Waiting(e), c.Now()) < 1 {
 			out = append(out, e)
 		}
 	}
