@@ -86,12 +86,12 @@ func queueKVPlan(tb testing.TB) *scheduler.Plan {
 // noParams gives every parameter its default.
 type noParams struct{}
 
-func (noParams) Int(_ string, d int) (int, error)                         { return d, nil }
-func (noParams) Float(_ string, d float64) (float64, error)               { return d, nil }
-func (noParams) Bool(_ string, d bool) (bool, error)                      { return d, nil }
-func (noParams) String(_ string, d string) (string, error)                { return d, nil }
+func (noParams) Int(_ string, d int) (int, error)                          { return d, nil }
+func (noParams) Float(_ string, d float64) (float64, error)                { return d, nil }
+func (noParams) Bool(_ string, d bool) (bool, error)                       { return d, nil }
+func (noParams) String(_ string, d string) (string, error)                 { return d, nil }
 func (noParams) Duration(_ string, d time.Duration) (time.Duration, error) { return d, nil }
-func (noParams) Has(string) bool                                          { return false }
+func (noParams) Has(string) bool                                           { return false }
 
 func defaultPlan(tb testing.TB) *scheduler.Plan {
 	p, err := scorers.DefaultPlan()
