@@ -12,12 +12,12 @@ import (
 
 type defaults struct{}
 
-func (defaults) Int(_ string, d int) (int, error)                         { return d, nil }
-func (defaults) Float(_ string, d float64) (float64, error)               { return d, nil }
-func (defaults) Bool(_ string, d bool) (bool, error)                      { return d, nil }
-func (defaults) String(_ string, d string) (string, error)                { return d, nil }
+func (defaults) Int(_ string, d int) (int, error)                          { return d, nil }
+func (defaults) Float(_ string, d float64) (float64, error)                { return d, nil }
+func (defaults) Bool(_ string, d bool) (bool, error)                       { return d, nil }
+func (defaults) String(_ string, d string) (string, error)                 { return d, nil }
 func (defaults) Duration(_ string, d time.Duration) (time.Duration, error) { return d, nil }
-func (defaults) Has(string) bool                                          { return false }
+func (defaults) Has(string) bool                                           { return false }
 
 func mustPlugin(t testing.TB, typ string) scheduler.Plugin {
 	t.Helper()
