@@ -21,6 +21,19 @@ type dataLayer struct {
 	Scheme, Path string
 	// InsecureSkipVerify for https scrapes.
 	InsecureSkipVerify bool
+	// EngineLabelKey and DefaultEngine choose the engine's metric names
+	// (core-metrics-extractor).
+	EngineLabelKey, DefaultEngine string
+}
+
+// DataLayerSettings returns a data-layer plugin's settings (ok false for
+// plugins of other kinds).
+func DataLayerSettings(p scheduler.Plugin) (scheme, path string, insecure bool, engineLabelKey, defaultEngine string, ok bool) {
+	d, ok := p.(*dataLayer)
+	if !ok {
+		return "", "", false, "", "", false
+	}
+	return d.Scheme, d.Path, d.InsecureSkipVerify, d.EngineLabelKey, d.DefaultEngine, true
 }
 
 func registerDataLayer(r *scheduler.Registry) {
@@ -52,17 +65,20 @@ func registerDataLayer(r *scheduler.Registry) {
 		Doc:    "extracts queue, running, KV usage, LoRA and cache config per engine (vllm, sglang, trtllm)",
 		New: func(name string, p scheduler.Params) (scheduler.Plugin, error) {
 			d := &dataLayer{base: newBase(CoreMetricsExtractorType, name)}
-			if _, err := p.String("engineLabelKey", "inference.networking.k8s.io/engine-type"); err != nil {
+			if p.Has("engineConfigs") {
+				return nil, fmt.Errorf("engineConfigs: not supported; fastepp reads the vllm, sglang and trtllm metric names of its COMPAT table, chosen by the pod label inference.networking.k8s.io/engine-type")
+			}
+			var err error
+			if d.EngineLabelKey, err = p.String("engineLabelKey", "inference.networking.k8s.io/engine-type"); err != nil {
 				return nil, err
 			}
-			eng, err := p.String("defaultEngine", "vllm")
-			if err != nil {
+			if d.DefaultEngine, err = p.String("defaultEngine", "vllm"); err != nil {
 				return nil, err
 			}
-			switch eng {
+			switch d.DefaultEngine {
 			case "vllm", "sglang", "trtllm", "trtllm-serve":
 			default:
-				return nil, fmt.Errorf("defaultEngine: expected vllm, sglang or trtllm, found %q", eng)
+				return nil, fmt.Errorf("defaultEngine: expected vllm, sglang or trtllm, found %q", d.DefaultEngine)
 			}
 			return d, nil
 		},

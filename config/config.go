@@ -1,0 +1,658 @@
+// Package config decodes the GIE EndpointPickerConfig (YAML) strictly and
+// turns it into an immutable scheduler.Plan. Unknown fields, unknown plugin
+// types, unknown parameters, dangling pluginRefs, duplicate names and
+// negative or non-finite weights are errors that name the plugin, the field,
+// the line and what is allowed. GIE's defaulting rules apply: no config → the
+// default (queue ×2, kv-cache ×2, prefix ×3); plugin name = type; one profile
+// and no profile handler → single-profile-handler; a profile without a picker
+// → max-score-picker; scorer weight 1; no saturation detector →
+// utilization-detector with its defaults.
+package config
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/fastepp/fastepp/scheduler"
+)
+
+// DefaultYAML is the configuration used when none is given (GIE's default).
+//
+//go:embed default.yaml
+var DefaultYAML []byte
+
+// APIVersions accepted in apiVersion.
+var APIVersions = []string{"inference.networking.x-k8s.io/v1alpha1", "llm-d.ai/v1alpha1"}
+
+// FeatureGates fastepp knows. flowControl is accepted for compatibility;
+// fastepp does not queue requests in the picker (see Loaded.Notes).
+var FeatureGates = []string{"flowControl", "prepareDataPlugins"}
+
+// Loaded is a decoded, validated configuration.
+type Loaded struct {
+	Plan *scheduler.Plan
+	// DataLayer are the data-layer plugins in order (metrics-data-source, ...).
+	DataLayer    []scheduler.Plugin
+	FeatureGates []string
+	// Effective is the configuration with every default filled in, as YAML.
+	Effective []byte
+	// Notes are things the operator should know (gates accepted but inert).
+	Notes []string
+}
+
+// Error is a configuration error with its line (0 when unknown).
+type Error struct {
+	Line int
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("config line %d: %s", e.Line, e.Msg)
+	}
+	return "config: " + e.Msg
+}
+
+func errAt(n *yaml.Node, format string, a ...any) error {
+	line := 0
+	if n != nil {
+		line = n.Line
+	}
+	return &Error{Line: line, Msg: fmt.Sprintf(format, a...)}
+}
+
+// Default loads DefaultYAML.
+func Default(reg *scheduler.Registry) (*Loaded, error) { return Load(DefaultYAML, reg) }
+
+// Load decodes data (empty or whitespace-only → the default) against reg.
+func Load(data []byte, reg *scheduler.Registry) (*Loaded, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		data = DefaultYAML
+	}
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		return nil, &Error{Msg: "not valid YAML: " + err.Error()}
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err != io.EOF {
+		return nil, &Error{Line: extra.Line, Msg: "expected one YAML document, found more"}
+	}
+	if len(doc.Content) == 0 {
+		return nil, &Error{Msg: "empty document"}
+	}
+	b := &builder{reg: reg, byName: map[string]*entry{}}
+	if err := b.decode(doc.Content[0]); err != nil {
+		return nil, err
+	}
+	return b.build()
+}
+
+type entry struct {
+	name, typ string
+	kind      scheduler.Kind
+	plugin    scheduler.Plugin
+	params    *params
+	line      int
+	implicit  bool // added by defaulting
+}
+
+type profileRef struct {
+	ref    string
+	weight *float64
+	node   *yaml.Node
+}
+
+type profileSpec struct {
+	name string
+	refs []profileRef
+	node *yaml.Node
+}
+
+type builder struct {
+	reg        *scheduler.Registry
+	entries    []*entry
+	byName     map[string]*entry
+	profiles   []profileSpec
+	satRef     *yaml.Node
+	satLegacy  *yaml.Node
+	dlSources  []*yaml.Node // pluginRef nodes in dataLayer
+	gates      []string
+	notes      []string
+	apiVersion string
+}
+
+// fields checks a mapping's keys against allowed and returns them by name.
+func fields(n *yaml.Node, where string, allowed ...string) (map[string]*yaml.Node, error) {
+	if n.Kind != yaml.MappingNode {
+		return nil, errAt(n, "%s: expected a mapping, found %s", where, describe(n))
+	}
+	out := map[string]*yaml.Node{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		if !slices.Contains(allowed, k.Value) {
+			return nil, errAt(k, "%s: unknown field %q; allowed: %s", where, k.Value, strings.Join(allowed, ", "))
+		}
+		if _, dup := out[k.Value]; dup {
+			return nil, errAt(k, "%s: field %q given twice", where, k.Value)
+		}
+		out[k.Value] = n.Content[i+1]
+	}
+	return out, nil
+}
+
+func str(n *yaml.Node, where string) (string, error) {
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
+		return "", errAt(n, "%s: expected a string, found %s", where, describe(n))
+	}
+	return n.Value, nil
+}
+
+func list(n *yaml.Node, where string) ([]*yaml.Node, error) {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil, nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		return nil, errAt(n, "%s: expected a list, found %s", where, describe(n))
+	}
+	return n.Content, nil
+}
+
+func (b *builder) decode(root *yaml.Node) error {
+	top, err := fields(root, "EndpointPickerConfig", "apiVersion", "kind", "featureGates", "plugins", "schedulingProfiles", "saturationDetector", "dataLayer")
+	if err != nil {
+		return err
+	}
+	if n := top["apiVersion"]; n != nil {
+		v, err := str(n, "apiVersion")
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(APIVersions, v) {
+			return errAt(n, "apiVersion: expected one of %s, found %q", strings.Join(APIVersions, ", "), v)
+		}
+		b.apiVersion = v
+	}
+	if n := top["kind"]; n != nil {
+		v, err := str(n, "kind")
+		if err != nil {
+			return err
+		}
+		if v != "EndpointPickerConfig" {
+			return errAt(n, "kind: expected EndpointPickerConfig, found %q", v)
+		}
+	}
+	if n := top["featureGates"]; n != nil {
+		items, err := list(n, "featureGates")
+		if err != nil {
+			return err
+		}
+		for _, it := range items {
+			g, err := str(it, "featureGates")
+			if err != nil {
+				return err
+			}
+			if !slices.Contains(FeatureGates, g) {
+				return errAt(it, "featureGates: unknown gate %q; known: %s", g, strings.Join(FeatureGates, ", "))
+			}
+			b.gates = append(b.gates, g)
+			if g == "flowControl" {
+				b.notes = append(b.notes, "feature gate flowControl: accepted; fastepp does not queue requests in the picker (sheddable requests get 429 when the pool is saturated)")
+			}
+		}
+	}
+	if n := top["plugins"]; n != nil {
+		items, err := list(n, "plugins")
+		if err != nil {
+			return err
+		}
+		for i, it := range items {
+			if err := b.decodePlugin(i, it); err != nil {
+				return err
+			}
+		}
+	}
+	if n := top["schedulingProfiles"]; n != nil {
+		items, err := list(n, "schedulingProfiles")
+		if err != nil {
+			return err
+		}
+		for i, it := range items {
+			if err := b.decodeProfile(i, it); err != nil {
+				return err
+			}
+		}
+	}
+	if n := top["saturationDetector"]; n != nil {
+		f, err := fields(n, "saturationDetector", "pluginRef", "queueDepthThreshold", "kvCacheUtilThreshold", "metricsStalenessThreshold")
+		if err != nil {
+			return err
+		}
+		if r := f["pluginRef"]; r != nil {
+			if len(f) > 1 {
+				return errAt(n, "saturationDetector: expected either pluginRef or the threshold fields, found both")
+			}
+			b.satRef = r
+		} else {
+			b.satLegacy = n
+		}
+	}
+	if n := top["dataLayer"]; n != nil {
+		f, err := fields(n, "dataLayer", "sources")
+		if err != nil {
+			return err
+		}
+		if s := f["sources"]; s != nil {
+			items, err := list(s, "dataLayer.sources")
+			if err != nil {
+				return err
+			}
+			for i, it := range items {
+				where := fmt.Sprintf("dataLayer.sources[%d]", i)
+				sf, err := fields(it, where, "pluginRef", "extractors")
+				if err != nil {
+					return err
+				}
+				if sf["pluginRef"] == nil {
+					return errAt(it, "%s: pluginRef is required", where)
+				}
+				b.dlSources = append(b.dlSources, sf["pluginRef"])
+				if ex := sf["extractors"]; ex != nil {
+					exs, err := list(ex, where+".extractors")
+					if err != nil {
+						return err
+					}
+					for j, e := range exs {
+						ef, err := fields(e, fmt.Sprintf("%s.extractors[%d]", where, j), "pluginRef")
+						if err != nil {
+							return err
+						}
+						if ef["pluginRef"] == nil {
+							return errAt(e, "%s.extractors[%d]: pluginRef is required", where, j)
+						}
+						b.dlSources = append(b.dlSources, ef["pluginRef"])
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (b *builder) decodePlugin(i int, n *yaml.Node) error {
+	where := fmt.Sprintf("plugins[%d]", i)
+	f, err := fields(n, where, "name", "type", "parameters")
+	if err != nil {
+		return err
+	}
+	tn := f["type"]
+	if tn == nil {
+		return errAt(n, "%s: type is required; known types: %s", where, strings.Join(b.reg.Types(), ", "))
+	}
+	typ, err := str(tn, where+".type")
+	if err != nil {
+		return err
+	}
+	name := typ
+	if nn := f["name"]; nn != nil {
+		if name, err = str(nn, where+".name"); err != nil {
+			return err
+		}
+		if name == "" {
+			return errAt(nn, "%s.name: expected a non-empty name (omit it to use the type)", where)
+		}
+	}
+	where = fmt.Sprintf("plugin %q (type %s)", name, typ)
+	fac, ok := b.reg.Lookup(typ)
+	if !ok {
+		return errAt(tn, "%s: %v", where, &scheduler.UnknownTypeError{Type: typ, Known: b.reg.Types()})
+	}
+	if prev, dup := b.byName[name]; dup {
+		return errAt(n, "%s: name already used by the plugin at line %d; give one of them a distinct name", where, prev.line)
+	}
+	p, err := newParams(f["parameters"])
+	if err != nil {
+		return errAt(n, "%s: %v", where, err)
+	}
+	plug, err := fac.New(name, p)
+	if err != nil {
+		if pe, ok := err.(*paramError); ok {
+			return &Error{Line: pe.line, Msg: where + ": " + pe.msg}
+		}
+		return errAt(n, "%s: %v", where, err)
+	}
+	if un := p.unused(); len(un) > 0 {
+		allowed := "none"
+		if len(fac.Params) > 0 {
+			allowed = strings.Join(fac.Params, ", ")
+		}
+		return errAt(un[0], "%s: unknown parameter %q; allowed: %s", where, un[0].Value, allowed)
+	}
+	e := &entry{name: name, typ: typ, kind: fac.Kind, plugin: plug, params: p, line: n.Line}
+	b.entries = append(b.entries, e)
+	b.byName[name] = e
+	return nil
+}
+
+func (b *builder) decodeProfile(i int, n *yaml.Node) error {
+	where := fmt.Sprintf("schedulingProfiles[%d]", i)
+	f, err := fields(n, where, "name", "plugins")
+	if err != nil {
+		return err
+	}
+	if f["name"] == nil {
+		return errAt(n, "%s: name is required", where)
+	}
+	name, err := str(f["name"], where+".name")
+	if err != nil {
+		return err
+	}
+	for _, p := range b.profiles {
+		if p.name == name {
+			return errAt(n, "%s: profile name %q used twice", where, name)
+		}
+	}
+	ps := profileSpec{name: name, node: n}
+	if pl := f["plugins"]; pl != nil {
+		items, err := list(pl, where+".plugins")
+		if err != nil {
+			return err
+		}
+		for j, it := range items {
+			w := fmt.Sprintf("profile %q plugins[%d]", name, j)
+			rf, err := fields(it, w, "pluginRef", "weight")
+			if err != nil {
+				return err
+			}
+			if rf["pluginRef"] == nil {
+				return errAt(it, "%s: pluginRef is required", w)
+			}
+			ref, err := str(rf["pluginRef"], w+".pluginRef")
+			if err != nil {
+				return err
+			}
+			pr := profileRef{ref: ref, node: it}
+			if wn := rf["weight"]; wn != nil {
+				v, err := floatOf(wn)
+				if err != nil || v < 0 {
+					return errAt(wn, "%s (pluginRef %q): weight: expected a finite number >= 0, found %s", w, ref, describe(wn))
+				}
+				pr.weight = &v
+			}
+			ps.refs = append(ps.refs, pr)
+		}
+	}
+	b.profiles = append(b.profiles, ps)
+	return nil
+}
+
+func (b *builder) names() string {
+	var ns []string
+	for _, e := range b.entries {
+		ns = append(ns, e.name)
+	}
+	if len(ns) == 0 {
+		return "(no plugins defined)"
+	}
+	return strings.Join(ns, ", ")
+}
+
+// implicit instantiates a defaulted plugin of typ with default parameters.
+func (b *builder) implicit(typ string) (*entry, error) {
+	name := typ
+	for i := 2; b.byName[name] != nil; i++ {
+		name = fmt.Sprintf("%s-%d", typ, i)
+	}
+	fac, ok := b.reg.Lookup(typ)
+	if !ok {
+		return nil, &Error{Msg: "internal: default plugin type " + typ + " not registered"}
+	}
+	p, _ := newParams(nil)
+	plug, err := fac.New(name, p)
+	if err != nil {
+		return nil, err
+	}
+	e := &entry{name: name, typ: typ, kind: fac.Kind, plugin: plug, params: p, implicit: true}
+	b.entries = append(b.entries, e)
+	b.byName[name] = e
+	return e, nil
+}
+
+func (b *builder) build() (*Loaded, error) {
+	// No profiles: one "default" profile with every filter, scorer and picker.
+	if len(b.profiles) == 0 {
+		ps := profileSpec{name: "default"}
+		for _, e := range b.entries {
+			switch e.kind {
+			case scheduler.KindFilter, scheduler.KindScorer, scheduler.KindPicker:
+				ps.refs = append(ps.refs, profileRef{ref: e.name})
+			}
+		}
+		b.profiles = append(b.profiles, ps)
+	}
+	var profiles []*scheduler.Profile
+	for _, ps := range b.profiles {
+		prof := &scheduler.Profile{Name: ps.name}
+		for _, r := range ps.refs {
+			e := b.byName[r.ref]
+			if e == nil {
+				return nil, errAt(r.node, "profile %q: pluginRef %q names no plugin; defined: %s", ps.name, r.ref, b.names())
+			}
+			if r.weight != nil && e.kind != scheduler.KindScorer {
+				return nil, errAt(r.node, "profile %q: plugin %q (type %s) is a %s: weight applies to scorers only", ps.name, e.name, e.typ, e.kind)
+			}
+			switch {
+			case e.kind == scheduler.KindScorer:
+				w := 1.0
+				if r.weight != nil {
+					w = *r.weight
+				}
+				prof.Scorers = append(prof.Scorers, scheduler.WeightedScorer{Scorer: e.plugin.(scheduler.Scorer), Weight: w})
+			case e.kind == scheduler.KindPicker:
+				if prof.Picker != nil {
+					return nil, errAt(r.node, "profile %q: second picker %q; a profile has one picker (already %q)", ps.name, e.name, prof.Picker.Name())
+				}
+				prof.Picker = e.plugin.(scheduler.Picker)
+			case e.kind == scheduler.KindFilter:
+				prof.Filters = append(prof.Filters, e.plugin.(scheduler.Filter))
+			default:
+				if f, ok := e.plugin.(scheduler.Filter); ok {
+					prof.Filters = append(prof.Filters, f)
+					continue
+				}
+				return nil, errAt(r.node, "profile %q: plugin %q (type %s) is a %s and cannot be used in a profile; profiles take filters, scorers and one picker", ps.name, e.name, e.typ, e.kind)
+			}
+		}
+		if prof.Picker == nil {
+			e, err := b.implicit("max-score-picker")
+			if err != nil {
+				return nil, err
+			}
+			prof.Picker = e.plugin.(scheduler.Picker)
+		}
+		profiles = append(profiles, prof)
+	}
+	// Profile handler.
+	var handler scheduler.ProfileHandler
+	for _, e := range b.entries {
+		if e.kind == scheduler.KindProfileHandler {
+			if handler != nil {
+				return nil, errAt(&yaml.Node{Line: e.line}, "plugin %q (type %s): a second profile handler; only one is allowed (already %q)", e.name, e.typ, handler.Name())
+			}
+			handler = e.plugin.(scheduler.ProfileHandler)
+		}
+	}
+	if handler == nil {
+		if len(profiles) != 1 {
+			return nil, &Error{Msg: fmt.Sprintf("%d scheduling profiles need a profile-handler plugin; known handler types: %s", len(profiles), strings.Join(b.reg.TypesOf(scheduler.KindProfileHandler), ", "))}
+		}
+		e, err := b.implicit("single-profile-handler")
+		if err != nil {
+			return nil, err
+		}
+		handler = e.plugin.(scheduler.ProfileHandler)
+	}
+	// Saturation detector.
+	var sat scheduler.SaturationDetector
+	switch {
+	case b.satRef != nil:
+		ref, err := str(b.satRef, "saturationDetector.pluginRef")
+		if err != nil {
+			return nil, err
+		}
+		e := b.byName[ref]
+		if e == nil {
+			return nil, errAt(b.satRef, "saturationDetector: pluginRef %q names no plugin; defined: %s", ref, b.names())
+		}
+		s, ok := e.plugin.(scheduler.SaturationDetector)
+		if !ok {
+			return nil, errAt(b.satRef, "saturationDetector: plugin %q (type %s) is a %s, not a saturation detector; known: %s", ref, e.typ, e.kind, strings.Join(b.reg.TypesOf(scheduler.KindSaturation), ", "))
+		}
+		sat = s
+	case b.satLegacy != nil:
+		fac, _ := b.reg.Lookup("utilization-detector")
+		p, _ := newParams(b.satLegacy)
+		plug, err := fac.New("utilization-detector", p)
+		if err != nil {
+			return nil, errAt(b.satLegacy, "saturationDetector: %v", err)
+		}
+		e := &entry{name: "utilization-detector", typ: "utilization-detector", kind: fac.Kind, plugin: plug, params: p, implicit: true}
+		if b.byName[e.name] != nil {
+			return nil, errAt(b.satLegacy, "saturationDetector: thresholds given while a plugin named utilization-detector exists; use pluginRef")
+		}
+		b.entries = append(b.entries, e)
+		b.byName[e.name] = e
+		sat = plug.(scheduler.SaturationDetector)
+	default:
+		for _, e := range b.entries {
+			if s, ok := e.plugin.(scheduler.SaturationDetector); ok && e.kind == scheduler.KindSaturation {
+				sat = s
+				break
+			}
+		}
+		if sat == nil {
+			e, err := b.implicit("utilization-detector")
+			if err != nil {
+				return nil, err
+			}
+			sat = e.plugin.(scheduler.SaturationDetector)
+		}
+	}
+	// Data layer references.
+	var dl []scheduler.Plugin
+	for _, r := range b.dlSources {
+		ref, err := str(r, "dataLayer pluginRef")
+		if err != nil {
+			return nil, err
+		}
+		e := b.byName[ref]
+		if e == nil {
+			return nil, errAt(r, "dataLayer: pluginRef %q names no plugin; defined: %s", ref, b.names())
+		}
+		if e.kind != scheduler.KindDataLayer {
+			return nil, errAt(r, "dataLayer: plugin %q (type %s) is a %s; known data-layer types: %s", ref, e.typ, e.kind, strings.Join(b.reg.TypesOf(scheduler.KindDataLayer), ", "))
+		}
+		dl = append(dl, e.plugin)
+	}
+	var plugins []scheduler.Plugin
+	for _, e := range b.entries {
+		plugins = append(plugins, e.plugin)
+	}
+	plan, err := scheduler.NewPlan(handler, profiles, sat, plugins)
+	if err != nil {
+		return nil, &Error{Msg: err.Error()}
+	}
+	eff, err := b.effective(profiles, sat)
+	if err != nil {
+		return nil, err
+	}
+	return &Loaded{Plan: plan, DataLayer: dl, FeatureGates: b.gates, Effective: eff, Notes: b.notes}, nil
+}
+
+// effective renders the configuration with all defaults.
+func (b *builder) effective(profiles []*scheduler.Profile, sat scheduler.SaturationDetector) ([]byte, error) {
+	type kv = yaml.Node
+	doc := &yaml.Node{Kind: yaml.MappingNode}
+	add := func(m *yaml.Node, k string, v *yaml.Node) {
+		m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: k}, v)
+	}
+	scalar := func(v any) *yaml.Node {
+		n := &yaml.Node{}
+		if err := n.Encode(v); err != nil {
+			return &yaml.Node{Kind: yaml.ScalarNode, Value: fmt.Sprint(v)}
+		}
+		return n
+	}
+	api := b.apiVersion
+	if api == "" {
+		api = APIVersions[0]
+	}
+	add(doc, "apiVersion", scalar(api))
+	add(doc, "kind", scalar("EndpointPickerConfig"))
+	if len(b.gates) > 0 {
+		add(doc, "featureGates", scalar(b.gates))
+	}
+	pl := &yaml.Node{Kind: yaml.SequenceNode}
+	for _, e := range b.entries {
+		m := &kv{Kind: yaml.MappingNode}
+		add(m, "name", scalar(e.name))
+		add(m, "type", scalar(e.typ))
+		if len(e.params.effective) > 0 {
+			pm := &kv{Kind: yaml.MappingNode}
+			for _, p := range e.params.effective {
+				add(pm, p.Name, scalar(p.Value))
+			}
+			add(m, "parameters", pm)
+		}
+		pl.Content = append(pl.Content, m)
+	}
+	add(doc, "plugins", pl)
+	sp := &yaml.Node{Kind: yaml.SequenceNode}
+	for _, p := range profiles {
+		m := &kv{Kind: yaml.MappingNode}
+		add(m, "name", scalar(p.Name))
+		refs := &kv{Kind: yaml.SequenceNode}
+		for _, f := range p.Filters {
+			r := &kv{Kind: yaml.MappingNode}
+			add(r, "pluginRef", scalar(f.Name()))
+			refs.Content = append(refs.Content, r)
+		}
+		for _, s := range p.Scorers {
+			r := &kv{Kind: yaml.MappingNode}
+			add(r, "pluginRef", scalar(s.Name()))
+			w := s.Weight
+			if w == math.Trunc(w) {
+				add(r, "weight", scalar(int64(w)))
+			} else {
+				add(r, "weight", scalar(w))
+			}
+			refs.Content = append(refs.Content, r)
+		}
+		r := &kv{Kind: yaml.MappingNode}
+		add(r, "pluginRef", scalar(p.Picker.Name()))
+		refs.Content = append(refs.Content, r)
+		add(m, "plugins", refs)
+		sp.Content = append(sp.Content, m)
+	}
+	add(doc, "schedulingProfiles", sp)
+	if sat != nil {
+		m := &kv{Kind: yaml.MappingNode}
+		add(m, "pluginRef", scalar(sat.Name()))
+		add(doc, "saturationDetector", m)
+	}
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(doc); err != nil {
+		return nil, errors.Join(&Error{Msg: "rendering the effective config"}, err)
+	}
+	return buf.Bytes(), nil
+}

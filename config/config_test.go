@@ -1,0 +1,142 @@
+package config
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fastepp/fastepp/scheduler"
+	"github.com/fastepp/fastepp/scorers"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// golden compares got with testdata/<name>, or rewrites it with -update.
+func golden(t *testing.T, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./config -update to create it)", err)
+	}
+	if string(want) != string(got) {
+		t.Errorf("%s differs:\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+// TestGoodConfigs loads every testdata/good config and compares the effective
+// config (all defaults filled in) with its .golden file.
+func TestGoodConfigs(t *testing.T) {
+	files, _ := filepath.Glob("testdata/good/*.yaml")
+	if len(files) < 4 {
+		t.Fatalf("found %d good configs", len(files))
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			data, _ := os.ReadFile(f)
+			l, err := Load(data, scorers.NewRegistry())
+			if err != nil {
+				t.Fatalf("load: %v", err)
+			}
+			golden(t, strings.TrimSuffix(f, ".yaml")+".golden", l.Effective)
+			// The effective config is itself a valid config that yields the same.
+			again, err := Load(l.Effective, scorers.NewRegistry())
+			if err != nil {
+				t.Fatalf("effective config does not load: %v\n%s", err, l.Effective)
+			}
+			if string(again.Effective) != string(l.Effective) {
+				t.Errorf("effective config is not a fixed point:\n%s\nvs\n%s", l.Effective, again.Effective)
+			}
+		})
+	}
+}
+
+// TestBadConfigs: every testdata/bad config fails with the message in its
+// .err golden file.
+func TestBadConfigs(t *testing.T) {
+	files, _ := filepath.Glob("testdata/bad/*.yaml")
+	if len(files) < 10 {
+		t.Fatalf("found %d bad configs", len(files))
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			data, _ := os.ReadFile(f)
+			_, err := Load(data, scorers.NewRegistry())
+			if err == nil {
+				t.Fatal("loaded; want an error")
+			}
+			golden(t, strings.TrimSuffix(f, ".yaml")+".err", []byte(err.Error()+"\n"))
+		})
+	}
+}
+
+func TestDefaultPlan(t *testing.T) {
+	l, err := Default(scorers.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := l.Plan
+	if len(p.Profiles) != 1 {
+		t.Fatalf("%d profiles", len(p.Profiles))
+	}
+	want := map[string]float64{"queue-scorer": 2, "kv-cache-utilization-scorer": 2, "prefix-cache-scorer": 3}
+	got := map[string]float64{}
+	for _, s := range p.Profiles[0].Scorers {
+		got[s.Type()] = s.Weight
+	}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("%s weight %v, want %v", k, got[k], w)
+		}
+	}
+	if p.Profiles[0].Picker.Type() != "max-score-picker" || p.Handler.Type() != "single-profile-handler" {
+		t.Errorf("picker %s handler %s", p.Profiles[0].Picker.Type(), p.Handler.Type())
+	}
+	if p.Saturation == nil || p.Saturation.Type() != "utilization-detector" {
+		t.Errorf("saturation detector %v, want utilization-detector", p.Saturation)
+	}
+	// Empty text is the default too.
+	e, err := Load([]byte("  \n"), scorers.NewRegistry())
+	if err != nil || string(e.Effective) != string(l.Effective) {
+		t.Errorf("empty config: %v", err)
+	}
+}
+
+// TestLoadedPlanPicks: a loaded plan actually schedules.
+func TestLoadedPlanPicks(t *testing.T) {
+	data, _ := os.ReadFile("testdata/good/all-plugins.yaml")
+	l, err := Load(data, scorers.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.DataLayer) != 2 || len(l.FeatureGates) != 1 || len(l.Notes) != 1 {
+		t.Errorf("data layer %d, gates %v, notes %v", len(l.DataLayer), l.FeatureGates, l.Notes)
+	}
+	s := scheduler.New(l.Plan)
+	var states []scheduler.EndpointState
+	for _, a := range []string{"10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000", "10.0.0.4:8000"} {
+		ep, _ := scheduler.ParseEndpoint(a)
+		states = append(states, scheduler.EndpointState{H: scheduler.NewHandle(ep), Healthy: true})
+	}
+	now := time.Now()
+	for i := range states {
+		states[i].M.UpdatedAt = now
+	}
+	s.Publish(scheduler.NewSnapshot(states, now, 0))
+	res, err := s.Pick(s.NewCycle(), &scheduler.Request{Model: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Release()
+	if len(res.Endpoints) != 3 {
+		t.Errorf("maxNumOfEndpoints 3: got %d endpoints", len(res.Endpoints))
+	}
+}
