@@ -94,8 +94,10 @@ type Request struct {
 	// Arrival is set by Submit (real time) or taken from the Arrival (virtual time).
 	Arrival time.Duration
 	// Ready, when not nil, receives a non-blocking signal whenever the request
-	// emits a token or finishes.
+	// finishes, and also for every token when NotifyTokens is set (streaming).
 	Ready chan struct{}
+	// NotifyTokens asks for a Ready signal on every token, not only at the end.
+	NotifyTokens bool
 
 	maxTokens int
 	stopAtMax bool
@@ -543,7 +545,7 @@ func (e *Engine) complete(s *Step) {
 			r.state = stateFinished // removed from running below
 			finished = true
 			e.finish(r, reason, end)
-		} else {
+		} else if r.NotifyTokens {
 			notify(r)
 		}
 	}

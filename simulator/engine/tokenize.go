@@ -8,8 +8,8 @@ const VocabSize = 128256
 // Tokenize appends the token IDs of text to dst and returns it. The
 // tokenisation is deterministic and approximate — about four bytes per token
 // on English text — but, like a real BPE tokenizer, its boundaries follow
-// words: a word with its leading space is split into ⌈len/4⌉ near-equal
-// pieces, digits go in runs of up to three, every punctuation byte is one
+// words: a word with its leading space is split into round(len/4.5) (at
+// least one) near-equal pieces, digits go in runs of up to three, every punctuation byte is one
 // token and runs of whitespace are split every four bytes. Token boundaries
 // therefore do not fall on fixed 4-byte windows of the text, so a router's
 // byte-block prefix heuristic cannot match the server's blocks exactly.
@@ -81,7 +81,7 @@ func CountTokens(text string) int {
 
 func appendPieces(dst []uint32, word string) []uint32 {
 	L := len(word)
-	k := (L + 3) / 4
+	k := max(1, (2*L+4)/9) // round(L/4.5)
 	for j := 0; j < k; j++ {
 		s, e := j*L/k, (j+1)*L/k
 		dst = append(dst, tokenID(word[s:e]))
