@@ -1,0 +1,16 @@
+// Package endpoints owns the pool of model-server endpoints: discovery (a
+// static list, a watched file; Kubernetes comes later) behind the Source
+// interface, one scraper goroutine per endpoint that fetches and parses the
+// server's Prometheus metrics page, and the Pool that keeps one
+// scheduler.Handle per endpoint for its lifetime and publishes immutable
+// scheduler.Snapshots to a scheduler.Scheduler.
+//
+// Engines (vllm, sglang, trtllm) are chosen by the pod label
+// inference.networking.k8s.io/engine-type (default vllm). Several series of
+// one metric (several model_name or data-parallel engine labels) are combined
+// as COMPAT.md says: counts are summed, usage takes the maximum.
+//
+// Metrics pages are parsed by a targeted scanner that only decodes the few
+// families an engine needs (expfmt costs ~400 µs per vLLM page, over the scrape
+// budget); a fuzz test checks it against expfmt on the extracted values.
+package endpoints
