@@ -351,3 +351,41 @@ func TestTenThousandRequestsInVirtualTime(t *testing.T) {
 		t.Fatalf("10k requests took %v of wall time, want < 1s", wall)
 	}
 }
+
+// TestValidationFigures pins the closing-note numbers for Llama-3.1-8B on
+// MI300X (and logs them for every GPU): they must stay in the ranges the
+// formula and SIMULATOR.md's sanity notes give.
+func TestValidationFigures(t *testing.T) {
+	p := profiles(t)
+	m, _ := p.Model("llama-3.1-8b")
+	for _, gpu := range p.GPUNames() {
+		g, _ := p.GPU(gpu)
+		f, err := Characterize(Config{GPU: g, Model: m})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sb strings.Builder
+		f.Print(&sb, "llama-3.1-8b on "+gpu)
+		t.Log(sb.String())
+		if gpu != "mi300x" {
+			continue
+		}
+		ranges := []struct {
+			name   string
+			got    time.Duration
+			lo, hi time.Duration
+		}{
+			{"TTFT cold 1k", f.TTFTCold1k, 15 * time.Millisecond, 90 * time.Millisecond},
+			{"TTFT warm 1k", f.TTFTWarm1k, 2 * time.Millisecond, 10 * time.Millisecond},
+			{"TTFT cold 8k", f.TTFTCold8k, 150 * time.Millisecond, 600 * time.Millisecond},
+			{"TTFT warm 8k", f.TTFTWarm8k, 2 * time.Millisecond, 15 * time.Millisecond},
+			{"decode batch 1", f.Decode1, 3 * time.Millisecond, 9 * time.Millisecond},
+			{"decode batch 64", f.Decode64, f.Decode1, 4 * f.Decode1},
+		}
+		for _, r := range ranges {
+			if r.got < r.lo || r.got > r.hi {
+				t.Errorf("%s = %v, want within [%v, %v]", r.name, r.got, r.lo, r.hi)
+			}
+		}
+	}
+}
