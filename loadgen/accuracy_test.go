@@ -26,7 +26,7 @@ func within(t *testing.T, name string, got float64, want time.Duration) {
 func withinTol(t *testing.T, name string, got float64, want, tol time.Duration) {
 	t.Helper()
 	d := time.Duration(got * float64(time.Second))
-	t.Logf("%s: measured %.3f ms, scripted %.3f ms, error %+.3f ms", name, got*1000, want.Seconds()*1000, (d - want).Seconds()*1000)
+	t.Logf("%s: measured %.3f ms, scripted %.3f ms, error %+.3f ms", name, got*1000, want.Seconds()*1000, (d-want).Seconds()*1000)
 	if math.Abs(float64(d-want)) > float64(tol) {
 		t.Errorf("%s = %v, want %v ± %v", name, d, want, tol)
 	}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +34,11 @@ type Options struct {
 // yields in a loop instead: Go timers can fire up to ~1 ms late when the
 // process is idle, which would show up as schedule delay.
 const spinBelow = 1500 * time.Microsecond
+
+var spinMode = func() int { v, _ := strconv.Atoi(os.Getenv("LG_SPIN")); return v }()
+var spinT = func() time.Duration { v, _ := time.ParseDuration(os.Getenv("LG_SPINT")); return v }()
+
+func spinThreshold() time.Duration { return spinT }
 
 var resultPool = sync.Pool{New: func() any { return &Result{ITLs: make([]time.Duration, 0, 256)} }}
 
@@ -187,8 +194,8 @@ func (r *run) runOpen(ctx context.Context, sched schedule, start time.Time) {
 			if d <= 0 {
 				break
 			}
-			if d > spinBelow {
-				timer.Reset(d - spinBelow)
+			if d > spinThreshold() {
+				timer.Reset(d - spinThreshold())
 				select {
 				case <-timer.C:
 				case <-ctx.Done():
@@ -199,7 +206,12 @@ func (r *run) runOpen(ctx context.Context, sched schedule, start time.Time) {
 				}
 				continue
 			}
-			runtime.Gosched()
+			if spinMode == 1 {
+				runtime.Gosched()
+			}
+			if spinMode >= 3 && d > 80*time.Microsecond {
+				osSleep(d - 70*time.Microsecond)
+			}
 		}
 		if ctx.Err() != nil {
 			break
@@ -215,6 +227,9 @@ func (r *run) runOpen(ctx context.Context, sched schedule, start time.Time) {
 			defer inFlight.Add(-1)
 			r.send(r.ctxs[req.Stage], &req, planned, at)
 		}(req, planned, a.at)
+		if spinMode == 4 {
+			runtime.Gosched()
+		}
 	}
 	wg.Wait()
 }

@@ -1,0 +1,384 @@
+// Command loadgen drives OpenAI-compatible inference servers with open-loop
+// load, measures TTFT/ITL/TPOT/e2e, finds the highest rate meeting an SLO and
+// turns sweeps into replica plans. See `loadgen help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fastepp/fastepp/loadgen"
+)
+
+const usage = `loadgen: open-loop load generation, SLO sweeps and capacity plans for
+OpenAI-compatible inference servers (vLLM, SGLang, the fastepp simulator, or a
+gateway in front of them). Config fields follow inference-perf.
+
+Usage:
+  loadgen run   -c config.yaml [--output DIR] [--early-stop]
+  loadgen sweep -c config.yaml [--output DIR] [--min-rate R] [--max-rate R]
+                [--stage-duration 30s] [--precision 0.05] [--max-probes 12] [--replicas N]
+  loadgen plan  --target-rate R [--margin 0.2] SWEEP.json [SWEEP.json ...]
+  loadgen validate -c config.yaml
+
+run     Sends the config's stages open loop (requests leave on schedule whatever
+        the server does; closed loop only for load.type concurrent). Shows live
+        progress (rate, in-flight, p50/p99 TTFT, errors) on a terminal, plain
+        lines otherwise, then a summary table. Writes into DIR (default
+        reports-YYYYMMDD-HHMMSS): summary.json, requests.csv (one row per
+        request) and report.html (charts inline, opens offline).
+sweep   Finds the highest request rate meeting the SLO and the saturation point:
+        one fixed-rate stage per probe, doubling from min-rate until a probe
+        fails, then bisection. A stage stops early when latency grows without
+        bound. Writes DIR/sweep.json.
+plan    Replicas needed for --target-rate under the SLO with --margin spare
+        (0.2 = 20%), from sweep.json files (one per replica count, or one that
+        is scaled linearly; the plan says which).
+validate  Checks a config (strict: unknown fields, bad values, naming the field)
+        and prints the normalized form. No request is sent.
+
+Config (YAML):
+  load:   {type: constant|poisson|concurrent|trace_replay, stages: [{rate, duration}],
+           burstiness: 1.0, seed: 1, request_timeout: 0, max_in_flight: 0}
+           concurrent stages: [{concurrency (or concurrency_level), num_requests}]
+  api:    {type: completion|chat, streaming: true, headers: {}}
+  server: {base_url: http://127.0.0.1:8000, model_name: M, ignore_eos: true}
+  data:   {type: random|shared_prefix|multi_turn|trace, ...}
+          random: input_distribution/output_distribution {type, min, max, mean, std_dev}
+          shared_prefix: {num_groups (num_unique_system_prompts), num_prompts_per_group
+            (num_users_per_system_prompt), system_prompt_len, question_len, output_len}
+          multi_turn: {num_conversations, turns, system_prompt_len, input_len, output_len}
+          trace: {file: t.jsonl}  lines {timestamp, input_len, output_len, prefix_group}
+  slo:    {ttft: 2s, tpot: 100ms, itl, e2e, ntpot, attainment: 0.9}
+  report: {percentiles: [50, 90, 95, 99], formats: [json, csv, html]}
+  sweep:  {min_rate, max_rate, stage_duration, precision, max_probes, replicas}
+
+Metrics: TTFT = send → first content token; ITL = gap between content chunks;
+TPOT = (e2e − TTFT)/(output tokens − 1); NTPOT = e2e/output tokens; schedule
+delay = actual − planned send. Tokens come from the server's usage
+(stream_options.include_usage), estimated and flagged when absent.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch args[0] {
+	case "run":
+		err = cmdRun(ctx, args[1:], stdout, stderr)
+	case "sweep":
+		err = cmdSweep(ctx, args[1:], stdout, stderr)
+	case "plan":
+		err = cmdPlan(args[1:], stdout, stderr)
+	case "validate":
+		err = cmdValidate(args[1:], stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "loadgen: unknown command %q (expected run, sweep, plan or validate)\n\n%s", args[0], usage)
+		return 2
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if errors.Is(err, errUsage) {
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "loadgen:", err)
+		if errors.Is(err, context.Canceled) {
+			return 130
+		}
+		return 1
+	}
+	return 0
+}
+
+var errUsage = errors.New("usage")
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("loadgen "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	return nil
+}
+
+func configFlags(fs *flag.FlagSet) *string {
+	cfg := fs.String("c", "", "config YAML `file`")
+	fs.StringVar(cfg, "config", "", "config YAML `file` (same as -c)")
+	return cfg
+}
+
+func loadConfig(path string) (*loadgen.Config, error) {
+	if path == "" {
+		return nil, errors.New("-c: expected a config file, found none")
+	}
+	return loadgen.LoadConfigFile(path)
+}
+
+func outputDir(dir string) (string, error) {
+	if dir == "" {
+		dir = "reports-" + time.Now().Format("20060102-150405")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("--output: %w", err)
+	}
+	return dir, nil
+}
+
+func isTTY(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+func progressPrinter(w io.Writer) (func(loadgen.Live), func()) {
+	tty := isTTY(w)
+	var lastSent int64
+	var lastT time.Duration
+	n := 0
+	p := func(l loadgen.Live) {
+		rate := 0.0
+		if dt := (l.Elapsed - lastT).Seconds(); dt > 0 {
+			rate = float64(l.Sent-lastSent) / dt
+		}
+		lastSent, lastT = l.Sent, l.Elapsed
+		line := fmt.Sprintf("t=%5.0fs stage %d  rate %7.1f req/s  in-flight %5d  done %7d  errors %5d  TTFT p50 %7.1f ms p99 %7.1f ms",
+			l.Elapsed.Seconds(), l.Stage, rate, l.InFlight, l.Done, l.Failed, ms(l.TTFTp50), ms(l.TTFTp99))
+		if tty {
+			fmt.Fprintf(w, "\r\033[K%s", line)
+			return
+		}
+		// plain lines every 5 s, so logs stay readable.
+		if n%5 == 0 {
+			fmt.Fprintln(w, line)
+		}
+		n++
+	}
+	done := func() {
+		if tty {
+			fmt.Fprintln(w)
+		}
+	}
+	return p, done
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("run", stderr)
+	cfgPath := configFlags(fs)
+	out := fs.String("output", "", "results `dir` (default reports-YYYYMMDD-HHMMSS)")
+	early := fs.Bool("early-stop", false, "stop a stage early when latency grows without bound")
+	quiet := fs.Bool("quiet", false, "no live progress")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	dir, err := outputDir(*out)
+	if err != nil {
+		return err
+	}
+	raiseFileLimit()
+	opt := loadgen.Options{EarlyStop: *early}
+	var csvFile *os.File
+	if has(cfg.Report.Formats, "csv") {
+		csvFile, err = os.Create(filepath.Join(dir, "requests.csv"))
+		if err != nil {
+			return err
+		}
+		defer csvFile.Close()
+		opt.CSV = csvFile
+	}
+	var done func()
+	if !*quiet {
+		opt.Progress, done = progressPrinter(stderr)
+	}
+	sum, runErr := loadgen.Run(ctx, cfg, opt)
+	if done != nil {
+		done()
+	}
+	if sum == nil {
+		return runErr
+	}
+	sum.Table(stdout)
+	if has(cfg.Report.Formats, "json") {
+		if err := sum.WriteFile(dir); err != nil {
+			return err
+		}
+	}
+	if has(cfg.Report.Formats, "html") {
+		if err := sum.WriteReportFile(dir); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "results in %s (%s)\n", dir, strings.Join(cfg.Report.Formats, ", "))
+	return runErr
+}
+
+func has(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func cmdSweep(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("sweep", stderr)
+	cfgPath := configFlags(fs)
+	out := fs.String("output", "", "results `dir` (default reports-YYYYMMDD-HHMMSS)")
+	minRate := fs.Float64("min-rate", 0, "first probe, requests/s (overrides sweep.min_rate; default 1)")
+	maxRate := fs.Float64("max-rate", 0, "highest probe, requests/s (overrides sweep.max_rate; default 10000)")
+	stageDur := fs.Duration("stage-duration", 0, "length of each probe (overrides sweep.stage_duration; default 30s)")
+	prec := fs.Float64("precision", 0, "stop bisecting when (hi-lo)/hi is below this (default 0.05)")
+	probes := fs.Int("max-probes", 0, "at most this many probes (default 12)")
+	replicas := fs.Int("replicas", 0, "model-server replicas behind base_url, recorded for `loadgen plan` (default 1)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	if *minRate != 0 {
+		cfg.Sweep.MinRate = *minRate
+	}
+	if *maxRate != 0 {
+		cfg.Sweep.MaxRate = *maxRate
+	}
+	if *stageDur != 0 {
+		cfg.Sweep.StageDuration = loadgen.Duration(*stageDur)
+	}
+	if *prec != 0 {
+		cfg.Sweep.Precision = *prec
+	}
+	if *probes != 0 {
+		cfg.Sweep.MaxProbes = *probes
+	}
+	if *replicas != 0 {
+		cfg.Sweep.Replicas = *replicas
+	}
+	if err := cfg.Normalize(); err != nil {
+		return err
+	}
+	dir, err := outputDir(*out)
+	if err != nil {
+		return err
+	}
+	raiseFileLimit()
+	fmt.Fprintf(stdout, "%9s %9s %9s %9s %9s %10s %6s %s\n", "rate", "achieved", "done/s", "goodput", "attain", "TTFT p90", "SLO", "")
+	res, err := loadgen.Sweep(ctx, cfg, loadgen.SweepOptions{OnProbe: func(p loadgen.Probe) {
+		verdict := "met"
+		if !p.MeetsSLO {
+			verdict = "missed"
+		}
+		fmt.Fprintf(stdout, "%9.2f %9.2f %9.2f %9.2f %9.3f %8.1fms %6s %s\n", p.Rate, p.Achieved, p.Throughput, p.Goodput,
+			p.Attainment, p.TTFTP90*1000, verdict, p.Reason)
+	}})
+	if res != nil {
+		f, ferr := os.Create(filepath.Join(dir, "sweep.json"))
+		if ferr != nil {
+			return ferr
+		}
+		if werr := res.WriteJSON(f); werr != nil {
+			f.Close()
+			return werr
+		}
+		if cerr := f.Close(); cerr != nil {
+			return cerr
+		}
+		fmt.Fprintf(stdout, "max rate meeting the SLO: %.2f req/s (first failing: %s)\n", res.MaxRateMeetingSLO, orNone(res.FirstRateFailingSLO))
+		fmt.Fprintf(stdout, "saturation: kept up at %.2f req/s, saturated at %s\n", res.SaturationRate, orNone(res.SaturatedAt))
+		fmt.Fprintf(stdout, "results in %s\n", filepath.Join(dir, "sweep.json"))
+	}
+	return err
+}
+
+func orNone(v float64) string {
+	if v == 0 {
+		return "none probed"
+	}
+	return fmt.Sprintf("%.2f req/s", v)
+}
+
+func cmdPlan(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("plan", stderr)
+	target := fs.Float64("target-rate", 0, "requests/s the deployment must serve under the SLO")
+	margin := fs.Float64("margin", 0.2, "spare capacity on top of the target (0.2 = 20%)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return errors.New("plan: expected one or more sweep.json files (or result dirs holding one), found none")
+	}
+	var sweeps []*loadgen.SweepResult
+	for _, p := range fs.Args() {
+		if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+			p = filepath.Join(p, "sweep.json")
+		}
+		s, err := loadgen.ReadSweep(p)
+		if err != nil {
+			return err
+		}
+		sweeps = append(sweeps, s)
+	}
+	plan, err := loadgen.MakePlan(sweeps, *target, *margin)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "replicas: %d for %.2f req/s with %.0f%% margin (need %.2f req/s)\n", plan.Replicas, plan.TargetRate,
+		plan.Margin*100, plan.TargetRate*(1+plan.Margin))
+	fmt.Fprintf(stdout, "capacity: %.2f req/s (%.2f per replica), headroom %.1f%% over the target\n", plan.Capacity,
+		plan.PerReplicaRate, plan.Headroom*100)
+	fmt.Fprintf(stdout, "basis: %s\n", plan.Basis)
+	return nil
+}
+
+func cmdValidate(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("validate", stderr)
+	cfgPath := configFlags(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok (load %s, %d stage(s), data %s, api %s)\n", *cfgPath, cfg.Load.Type, len(cfg.Load.Stages), cfg.Data.Type, cfg.API.Type)
+	return nil
+}

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package loadgen
+
+import "time"
+
+func osSleep(d time.Duration) { time.Sleep(d) }
