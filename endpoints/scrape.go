@@ -1,0 +1,136 @@
+package endpoints
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/fastepp/fastepp/scheduler"
+)
+
+// maxPageBytes bounds one metrics page (a vLLM page is ~20 KB).
+const maxPageBytes = 16 << 20
+
+// NewHTTPClient returns the keep-alive client scrapers use when Options.Client
+// is nil: no proxy, no compression (loopback and pod networks are cheap, gzip
+// is not), bounded dial/header/total times.
+func NewHTTPClient(timeout time.Duration) *http.Client {
+	d := &net.Dialer{Timeout: min(timeout, 2*time.Second), KeepAlive: 30 * time.Second}
+	return &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{
+			DialContext:           d.DialContext,
+			MaxIdleConnsPerHost:   2,
+			IdleConnTimeout:       90 * time.Second,
+			TLSHandshakeTimeout:   min(timeout, 2*time.Second),
+			ResponseHeaderTimeout: timeout,
+			DisableCompression:    true,
+		},
+	}
+}
+
+// scraper fetches and parses one endpoint's metrics page. It keeps its
+// request, read buffer, parser and accumulator across scrapes, so a steady
+// scrape allocates only what net/http does.
+type scraper struct {
+	h       *scheduler.Handle
+	url     string
+	eng     *engine
+	engErr  error
+	client  *http.Client
+	req     *http.Request
+	reqErr  error
+	buf     []byte
+	parser  pageParser
+	acc     accumulator
+	missing []string // core families last reported missing (logged on change)
+}
+
+func newScraper(ctx context.Context, h *scheduler.Handle, t Target, client *http.Client) *scraper {
+	s := &scraper{h: h, url: t.URL(), client: client}
+	s.eng, s.engErr = engineFor(t.Labels)
+	s.req, s.reqErr = http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
+	if s.reqErr == nil {
+		s.req.Header.Set("Accept", "text/plain; version=0.0.4")
+	}
+	return s
+}
+
+// scrape takes one sample of the endpoint. On success the returned metrics
+// carry UpdatedAt and InflightAtScrape.
+func (s *scraper) scrape() (scheduler.Metrics, error) {
+	var m scheduler.Metrics
+	if s.engErr != nil {
+		return m, s.engErr
+	}
+	if s.reqErr != nil {
+		return m, fmt.Errorf("metrics URL %q: %w", s.url, s.reqErr)
+	}
+	// Read before the request: what is dispatched from now on may or may not
+	// be in the page, and counting it twice is the safe side.
+	m.InflightAtScrape = s.h.Inflight()
+	resp, err := s.client.Do(s.req)
+	if err != nil {
+		return m, err
+	}
+	s.buf, err = readPage(resp.Body, s.buf[:0])
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return m, fmt.Errorf("GET %s: expected HTTP 200, found %s", s.url, resp.Status)
+	}
+	if err != nil {
+		return m, fmt.Errorf("GET %s: reading the page: %w", s.url, err)
+	}
+	m.UpdatedAt = time.Now()
+	if err := s.parser.parse(s.buf, s.eng, &s.acc); err != nil {
+		return m, fmt.Errorf("GET %s: %w", s.url, err)
+	}
+	if !s.acc.foundCore() {
+		return m, fmt.Errorf("GET %s: expected %s metrics (%s), found none of them in %d bytes; is label %s right?",
+			s.url, s.eng.name, strings.Join(s.acc.missing(), ", "), len(s.buf), EngineLabel)
+	}
+	s.acc.fill(&m)
+	return m, nil
+}
+
+// missingChanged reports the core families the last page lacked when that
+// set differs from the previous report.
+func (s *scraper) missingChanged() ([]string, bool) {
+	cur := s.acc.missing()
+	if slices.Equal(cur, s.missing) {
+		return nil, false
+	}
+	s.missing = cur
+	return cur, true
+}
+
+var errPageTooLarge = fmt.Errorf("expected a metrics page under %d bytes, found more", maxPageBytes)
+
+// readPage reads r into b (reusing its capacity).
+func readPage(r io.Reader, b []byte) ([]byte, error) {
+	if cap(b) == 0 {
+		b = make([]byte, 0, 32<<10)
+	}
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if len(b) > maxPageBytes {
+			return b, errPageTooLarge
+		}
+		if errors.Is(err, io.EOF) {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
+}
