@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -58,11 +59,24 @@ func (sp ServerSpec) Resolve(p *engine.Profiles, name string, seed uint64) (Conf
 	if err != nil {
 		return Config{}, err
 	}
+	ints := []struct {
+		name string
+		v    int
+	}{
+		{"tensor_parallel_size", sp.TensorParallelSize}, {"max_num_seqs", sp.MaxNumSeqs},
+		{"max_num_batched_tokens", sp.MaxNumBatchedTokens}, {"block_size", sp.BlockSize}, {"max_loras", sp.MaxLoRAs},
+		{"default_max_tokens", sp.DefaultMaxTokens},
+	}
+	for _, c := range ints {
+		if c.v < 1 {
+			return Config{}, fmt.Errorf("%s (--%s): expected ≥ 1, found %d", c.name, strings.ReplaceAll(c.name, "_", "-"), c.v)
+		}
+	}
+	if !(sp.GPUMemoryUtilization > 0 && sp.GPUMemoryUtilization <= 1) {
+		return Config{}, fmt.Errorf("gpu_memory_utilization: expected a fraction in (0, 1], found %g", sp.GPUMemoryUtilization)
+	}
 	if sp.LoRALoadMS < 0 {
 		return Config{}, fmt.Errorf("lora_load_ms: expected ≥ 0, found %g", sp.LoRALoadMS)
-	}
-	if len(sp.LoRAAdapters) > 0 && sp.MaxLoRAs < 1 {
-		return Config{}, fmt.Errorf("max_loras: expected ≥ 1 with LoRA adapters, found %d", sp.MaxLoRAs)
 	}
 	return Config{
 		Name:      name,
