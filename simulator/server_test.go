@@ -227,9 +227,10 @@ func TestErrors(t *testing.T) {
 		c.Engine.MaxModelLen = 200
 		c.Engine.MaxNumSeqs = 1
 		c.Engine.MaxWaiting = 1
+		c.Faults.LatencyMultiplier = 10 // the background requests outlive the cases
 	})
-	// Occupy the only running slot and the only waiting slot.
-	for range 2 {
+	// Occupy the only running slot, then the only waiting slot.
+	for want := 1; want <= 2; want++ {
 		go func() {
 			resp, err := http.Post(ts.URL+"/v1/completions", "application/json",
 				strings.NewReader(`{"model":"`+testModel+`","prompt":"x","max_tokens":150}`))
@@ -237,13 +238,16 @@ func TestErrors(t *testing.T) {
 				resp.Body.Close()
 			}
 		}()
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for st := s.Engine().Stats(); st.Running+st.Waiting < 2; st = s.Engine().Stats() {
-		if time.Now().After(deadline) {
-			t.Fatal("background requests never queued")
+		deadline := time.Now().Add(5 * time.Second)
+		for st := s.Engine().Stats(); st.Running+st.Waiting < want; st = s.Engine().Stats() {
+			if time.Now().After(deadline) {
+				t.Fatalf("background request %d never queued", want)
+			}
+			time.Sleep(time.Millisecond)
 		}
-		time.Sleep(time.Millisecond)
+		for want == 1 && s.Engine().Stats().Running != 1 {
+			time.Sleep(time.Millisecond)
+		}
 	}
 	m := `"model":"` + testModel + `"`
 	cases := []struct {
