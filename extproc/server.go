@@ -1,0 +1,787 @@
+package extproc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/google/uuid"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/fastepp/fastepp/scheduler"
+)
+
+// Wire keys (PROTOCOL.md).
+const (
+	HeaderDestination   = "x-gateway-destination-endpoint"
+	MetadataNamespaceLB = "envoy.lb"
+	SubsetNamespace     = "envoy.lb.subset_hint"
+	SubsetKey           = "x-gateway-destination-endpoint-subset"
+	ServedKey           = "x-gateway-destination-endpoint-served"
+	HeaderObjective     = "x-gateway-inference-objective"
+	HeaderFairnessID    = "x-gateway-inference-fairness-id"
+	HeaderModelRewrite  = "x-gateway-model-name-rewrite"
+	HeaderRequestID     = "x-request-id"
+)
+
+// MaxChunk is the largest body chunk echoed in one StreamedBodyResponse.
+const MaxChunk = 62000
+
+// maxPooledBuf bounds the body buffers kept for reuse.
+const maxPooledBuf = 4 << 20
+
+// Server is the ext_proc service. Create it with New and register it with
+// Register; it is safe for concurrent streams.
+type Server struct {
+	extprocv3.UnimplementedExternalProcessorServer
+
+	sched    *scheduler.Scheduler
+	mode     BodyMode
+	maxBody  int
+	log      *slog.Logger
+	models   map[string]struct{}
+	priority func(string) (int, bool)
+	noSubset bool
+	m        *metrics
+
+	streams sync.Pool // *stream
+	cycles  sync.Pool // *scheduler.Cycle
+
+	internMu sync.RWMutex
+	intern   map[string]string
+
+	open atomic.Int64
+}
+
+// Open is the number of streams being served (for graceful shutdown and
+// leak checks).
+func (s *Server) Open() int64 { return s.open.Load() }
+
+// New returns a server that picks with sched. It registers the request-path
+// metrics on opts.Registerer when set (an error if they already are).
+func New(sched *scheduler.Scheduler, opts Options) (*Server, error) {
+	if sched == nil {
+		return nil, errors.New("extproc: expected a scheduler, found nil")
+	}
+	if opts.MaxBodyBytes < 0 {
+		return nil, errors.New("extproc: expected MaxBodyBytes >= 0, found " + strconv.Itoa(opts.MaxBodyBytes))
+	}
+	if opts.BodyMode > ModeBuffered {
+		return nil, errors.New("extproc: expected body mode auto, streamed or buffered, found " + opts.BodyMode.String())
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		sched:    sched,
+		mode:     opts.BodyMode,
+		maxBody:  opts.MaxBodyBytes,
+		log:      opts.Logger,
+		priority: opts.Priority,
+		noSubset: opts.DisableSubsetFilter,
+		m:        m,
+		intern:   map[string]string{},
+	}
+	if s.maxBody == 0 {
+		s.maxBody = DefaultMaxBodyBytes
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if len(opts.Models) > 0 {
+		s.models = make(map[string]struct{}, len(opts.Models))
+		for _, name := range opts.Models {
+			s.models[name] = struct{}{}
+		}
+	}
+	s.streams.New = func() any { return new(stream) }
+	s.cycles.New = func() any { return sched.NewCycle() }
+	return s, nil
+}
+
+// Register adds the service to a grpc.Server (see GRPCServerOptions).
+func (s *Server) Register(g *grpc.Server) {
+	extprocv3.RegisterExternalProcessorServer(g, s)
+}
+
+// internModel returns b as a string, shared across requests for the same
+// model name (no allocation once seen).
+func (s *Server) internModel(b []byte) string {
+	s.internMu.RLock()
+	v, ok := s.intern[string(b)]
+	s.internMu.RUnlock()
+	if ok {
+		return v
+	}
+	v = string(b)
+	s.internMu.Lock()
+	if len(s.intern) < 4096 {
+		s.intern[v] = v
+	}
+	s.internMu.Unlock()
+	return v
+}
+
+type phase uint8
+
+const (
+	phHeaders  phase = iota // waiting for request headers
+	phBody                  // receiving the request body
+	phResponse              // request answered; passing the response through
+	phDone                  // response ended
+)
+
+// stream is the per-stream state, pooled. Everything is reset between uses.
+type stream struct {
+	srv *Server
+	ps  extprocv3.ExternalProcessor_ProcessServer
+
+	first        bool
+	buffered     bool // request body mode: BUFFERED (answer headers at once)
+	bodyNone     bool // the proxy sends no request body: pick at headers
+	respDuplex   bool // response body mode: FULL_DUPLEX_STREAMED
+	phase        phase
+	start        time.Time
+	path         []byte
+	requestID    string
+	genID        bool
+	rewrite      []byte
+	objective    []byte
+	contentLen   int
+	subset       []netip.Addr
+	hasSubset    bool
+	body         []byte // accumulated request body (aliases buf or the single message)
+	buf          []byte // pooled accumulation buffer
+	out          []byte // pooled buffer for a rewritten body
+	dest         []byte
+	origModelTok []byte
+
+	scan scanner
+	info bodyInfo
+	req  scheduler.Request
+
+	cycle    *scheduler.Cycle
+	res      *scheduler.Result
+	acct     *scheduler.Handle // endpoint charged with the in-flight request
+	tokens   int64
+	mm       *modelMetrics
+	usage    usageScanner
+	restore  modelRestorer
+	released bool
+}
+
+func (st *stream) reset() {
+	st.ps = nil
+	st.first = true
+	st.buffered, st.bodyNone, st.respDuplex = false, false, false
+	st.phase = phHeaders
+	st.path, st.requestID, st.genID, st.rewrite, st.objective = nil, "", false, nil, nil
+	st.contentLen = -1
+	st.subset, st.hasSubset = st.subset[:0], false
+	st.body = nil
+	st.buf, st.out, st.dest = st.buf[:0], st.out[:0], st.dest[:0]
+	st.origModelTok = st.origModelTok[:0]
+	st.req.Reset()
+	st.res, st.acct, st.tokens, st.mm = nil, nil, 0, nil
+	st.usage.reset()
+	st.restore.reset()
+	st.released = false
+}
+
+// Process serves one ext_proc stream (one HTTP request and its response).
+func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) (err error) {
+	s.open.Add(1)
+	defer s.open.Add(-1)
+	st := s.streams.Get().(*stream)
+	st.srv = s
+	st.reset()
+	st.ps = ps
+	defer func() {
+		st.release()
+		if st.cycle != nil {
+			s.cycles.Put(st.cycle)
+			st.cycle = nil
+		}
+		if r := recover(); r != nil {
+			// A bug, not bad input: answer 500 if the request is still
+			// open, and drop the state rather than pool it.
+			s.log.Error("extproc: panic in stream", "panic", r)
+			if st.phase < phResponse {
+				_ = st.immediate(500, "internal error")
+			}
+			err = nil
+			return
+		}
+		st.ps = nil
+		if cap(st.buf) > maxPooledBuf {
+			st.buf = nil
+		}
+		if cap(st.out) > maxPooledBuf {
+			st.out = nil
+		}
+		st.body, st.req.Body, st.req.CacheSalt = nil, nil, nil
+		s.streams.Put(st)
+	}()
+	for {
+		msg, rerr := ps.Recv()
+		if rerr != nil {
+			if rerr == io.EOF {
+				return nil
+			}
+			return rerr // broken stream or client cancel: state is released by the defer
+		}
+		done, perr := st.handle(msg)
+		if perr != nil || done {
+			return perr
+		}
+	}
+}
+
+// handle processes one message; done ends the stream (after an immediate
+// response). A non-nil error means the stream is broken (Send failed).
+func (st *stream) handle(msg *extprocv3.ProcessingRequest) (done bool, err error) {
+	if st.first {
+		st.first = false
+		st.setModes(msg.GetProtocolConfig())
+		st.readSubset(msg.GetMetadataContext())
+	}
+	switch r := msg.Request.(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		return st.requestHeaders(r.RequestHeaders)
+	case *extprocv3.ProcessingRequest_RequestBody:
+		return st.requestBody(r.RequestBody)
+	case *extprocv3.ProcessingRequest_RequestTrailers:
+		if st.phase == phBody {
+			if done, err := st.endOfBody(); done || err != nil {
+				return done, err
+			}
+		}
+		return false, st.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}})
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		return false, st.responseHeaders(r.ResponseHeaders, msg.GetMetadataContext())
+	case *extprocv3.ProcessingRequest_ResponseBody:
+		return false, st.responseBody(r.ResponseBody)
+	case *extprocv3.ProcessingRequest_ResponseTrailers:
+		st.finish()
+		return false, st.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}})
+	case nil:
+		return false, nil // flow-control only message
+	}
+	return st.fail(500, "unexpected ext_proc message type")
+}
+
+func (st *stream) setModes(pc *extprocv3.ProtocolConfiguration) {
+	if pc == nil || st.srv.mode != ModeAuto {
+		st.buffered = st.srv.mode == ModeBuffered
+		st.respDuplex = !st.buffered
+		if pc != nil {
+			st.respDuplex = pc.ResponseBodyMode == filterv3.ProcessingMode_FULL_DUPLEX_STREAMED
+		}
+		return
+	}
+	switch pc.RequestBodyMode {
+	case filterv3.ProcessingMode_FULL_DUPLEX_STREAMED:
+	case filterv3.ProcessingMode_NONE:
+		st.bodyNone = true
+	default: // BUFFERED, BUFFERED_PARTIAL, STREAMED: the proxy waits for the headers answer
+		st.buffered = true
+	}
+	st.respDuplex = pc.ResponseBodyMode == filterv3.ProcessingMode_FULL_DUPLEX_STREAMED
+}
+
+// readSubset reads the proxy's subset hint from the metadata context.
+func (st *stream) readSubset(md *corev3.Metadata) {
+	if md == nil || st.srv.noSubset {
+		return
+	}
+	ns := md.FilterMetadata[SubsetNamespace]
+	if ns == nil {
+		return
+	}
+	v, ok := ns.Fields[SubsetKey]
+	if !ok {
+		return
+	}
+	st.hasSubset = true
+	switch k := v.Kind.(type) {
+	case *structpb.Value_ListValue:
+		for _, e := range k.ListValue.GetValues() {
+			st.addSubset(e.GetStringValue())
+		}
+	case *structpb.Value_StringValue:
+		for _, e := range strings.Split(k.StringValue, ",") {
+			st.addSubset(e)
+		}
+	}
+}
+
+func (st *stream) addSubset(s string) {
+	s = strings.TrimSpace(s)
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		st.subset = append(st.subset, ap.Addr().Unmap())
+	} else if a, err := netip.ParseAddr(s); err == nil {
+		st.subset = append(st.subset, a.Unmap())
+	}
+}
+
+func headerValue(h *corev3.HeaderValue) []byte {
+	if len(h.RawValue) > 0 {
+		return h.RawValue
+	}
+	return []byte(h.Value)
+}
+
+func (st *stream) requestHeaders(h *extprocv3.HttpHeaders) (bool, error) {
+	if st.phase != phHeaders {
+		return st.fail(500, "request headers received twice")
+	}
+	st.start = time.Now()
+	var fallback []byte
+	for _, hv := range h.GetHeaders().GetHeaders() {
+		switch hv.Key {
+		case ":path":
+			st.path = headerValue(hv)
+		case "x-original-path", "x-forwarded-path":
+			if fallback == nil {
+				fallback = headerValue(hv)
+			}
+		case "content-length":
+			if n, err := strconv.Atoi(string(headerValue(hv))); err == nil && n >= 0 {
+				st.contentLen = n
+			}
+		case HeaderRequestID:
+			st.requestID = string(headerValue(hv))
+		case HeaderModelRewrite:
+			st.rewrite = headerValue(hv)
+		case HeaderObjective:
+			st.objective = headerValue(hv)
+		}
+	}
+	if len(st.path) == 0 {
+		st.path = fallback
+	}
+	if st.requestID == "" {
+		st.requestID, st.genID = uuid.NewString(), true
+	}
+	if st.contentLen > st.srv.maxBody {
+		return st.fail(413, "request body of "+strconv.Itoa(st.contentLen)+" bytes is over the limit of "+strconv.Itoa(st.srv.maxBody)+" bytes")
+	}
+	if h.EndOfStream || st.bodyNone {
+		return st.decide(nil, false)
+	}
+	st.phase = phBody
+	if st.buffered {
+		return false, st.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{}}})
+	}
+	return false, nil
+}
+
+func (st *stream) requestBody(b *extprocv3.HttpBody) (bool, error) {
+	if st.phase != phBody {
+		return st.fail(500, "request body received before the request headers or after the body ended")
+	}
+	chunk := b.Body
+	if st.body == nil && len(st.buf) == 0 && b.EndOfStream {
+		st.body = chunk // the whole body in one message: no copy
+	} else {
+		if len(st.buf)+len(chunk) > st.srv.maxBody {
+			return st.fail(413, "request body over the limit of "+strconv.Itoa(st.srv.maxBody)+" bytes")
+		}
+		if st.buf == nil || (len(st.buf) == 0 && st.contentLen > cap(st.buf)) {
+			st.buf = make([]byte, 0, max(st.contentLen, len(chunk), 4096))
+		}
+		st.buf = append(st.buf, chunk...)
+		st.body = st.buf
+	}
+	if len(st.body) > st.srv.maxBody {
+		return st.fail(413, "request body of "+strconv.Itoa(len(st.body))+" bytes is over the limit of "+strconv.Itoa(st.srv.maxBody)+" bytes")
+	}
+	if !b.EndOfStream {
+		if st.buffered {
+			// BUFFERED_PARTIAL / STREAMED: the proxy expects an answer per chunk.
+			return false, st.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}})
+		}
+		return false, nil
+	}
+	return st.endOfBody()
+}
+
+func (st *stream) endOfBody() (bool, error) {
+	return st.decide(st.body, true)
+}
+
+// pickErrStatus maps scheduler errors to HTTP statuses.
+func pickErrStatus(err error) (int, string) {
+	switch {
+	case errors.Is(err, scheduler.ErrNoEndpoints):
+		return 503, "no healthy endpoint available for this request: " + err.Error()
+	case errors.Is(err, scheduler.ErrNoCapacity), errors.Is(err, scheduler.ErrShed):
+		return 429, err.Error()
+	}
+	return 500, "scheduling failed: " + err.Error()
+}
+
+// decide scans the body (when not empty), picks and answers the request.
+// bodySeen says the request had a body phase (possibly empty); without one
+// it is a headers-only request.
+func (st *stream) decide(body []byte, bodySeen bool) (bool, error) {
+	hasBody := len(body) > 0
+	s := st.srv
+	req := &st.req
+	req.Reset()
+	a := apiOf(string(st.path))
+	if len(st.path) == 0 {
+		a = apiOf(defaultPath)
+	}
+	var origModel string
+	if hasBody {
+		if err := st.scan.scanBody(body, a, &st.info); err != nil {
+			return st.fail(400, err.Error())
+		}
+		tok := body[st.info.modelTok.Start:st.info.modelTok.End]
+		if st.info.modelEsc {
+			if json.Unmarshal(tok, &origModel) != nil {
+				return st.fail(400, "request body: expected \"model\" to be a valid JSON string")
+			}
+		} else {
+			origModel = s.internModel(tok[1 : len(tok)-1])
+		}
+		req.Body = body
+		req.Spans = st.info.promptSpans(a)
+		if st.info.hasCacheSalt {
+			req.CacheSalt = body[st.info.cacheSalt.Start:st.info.cacheSalt.End]
+		}
+	}
+	target := origModel
+	if hasBody && len(st.rewrite) > 0 && string(st.rewrite) != origModel {
+		target = s.internModel(st.rewrite)
+	}
+	if s.m != nil {
+		st.mm = s.m.model(origModel, target)
+		st.mm.req.Inc()
+	}
+	if hasBody && s.models != nil {
+		if _, ok := s.models[target]; !ok {
+			return st.fail(404, "model "+strconv.Quote(target)+" is not served by this pool")
+		}
+	}
+	req.Model = target
+	req.ID = st.requestID
+	if len(st.objective) > 0 && s.priority != nil {
+		if p, ok := s.priority(string(st.objective)); ok {
+			req.Priority = p
+		}
+	}
+	req.Subset = append(req.Subset[:0], st.subset...)
+	req.HasSubset = st.hasSubset
+	debug := s.log.Enabled(context.Background(), slog.LevelDebug)
+	req.Explain = debug
+
+	if st.cycle == nil {
+		st.cycle = s.cycles.Get().(*scheduler.Cycle)
+	}
+	t0 := time.Now()
+	res, err := s.sched.Pick(st.cycle, req)
+	if s.m != nil {
+		s.m.e2e.Observe(time.Since(t0).Seconds())
+	}
+	if err != nil {
+		code, text := pickErrStatus(err)
+		if debug {
+			s.log.Debug("extproc: no endpoint", "request_id", st.requestID, "model", origModel, "target_model", target, "status", code, "error", err)
+		}
+		return st.fail(code, text)
+	}
+	st.res, st.acct, st.tokens = res, res.Endpoints[0], res.Tokens
+	if st.mm != nil {
+		st.mm.running.Inc()
+	}
+	if s.m != nil {
+		s.m.byStatus[0].Inc()
+	}
+
+	// Destination: primary then fallbacks, comma-separated.
+	dest := res.Endpoints[0].HostPort()
+	st.dest = append(st.dest[:0], dest...)
+	if len(res.Endpoints) > 1 {
+		for _, h := range res.Endpoints[1:] {
+			st.dest = append(st.dest, ',')
+			st.dest = append(st.dest, h.HostPort()...)
+		}
+		dest = string(st.dest)
+	}
+	if debug {
+		st.logDecision(origModel, target, dest, res)
+	}
+
+	// Model rewrite: splice the new name into the original bytes.
+	out := body
+	changed := false
+	if hasBody && target != origModel {
+		tok := body[st.info.modelTok.Start:st.info.modelTok.End]
+		newTok, _ := json.Marshal(target)
+		st.out = append(st.out[:0], body[:st.info.modelTok.Start]...)
+		st.out = append(st.out, newTok...)
+		st.out = append(st.out, body[st.info.modelTok.End:]...)
+		out, changed = st.out, true
+		st.origModelTok = append(st.origModelTok[:0], tok...)
+		st.restore.set(newTok, st.origModelTok)
+	}
+
+	hm := &extprocv3.HeaderMutation{SetHeaders: make([]*corev3.HeaderValueOption, 1, 3)}
+	hm.SetHeaders[0] = setHeader(HeaderDestination, st.dest)
+	if st.genID {
+		hm.SetHeaders = append(hm.SetHeaders, setHeader(HeaderRequestID, []byte(st.requestID)))
+	}
+	if changed {
+		hm.SetHeaders = append(hm.SetHeaders, setHeader("content-length", strconv.AppendInt(nil, int64(len(out)), 10)))
+	}
+	md := destMetadata(dest)
+	st.phase = phResponse
+	common := &extprocv3.CommonResponse{HeaderMutation: hm, ClearRouteCache: true}
+
+	if !st.buffered || !bodySeen {
+		// FULL_DUPLEX_STREAMED or headers-only: the headers answer, then the
+		// body echo (an empty body is one empty message with EndOfStream).
+		err := st.send(&extprocv3.ProcessingResponse{
+			Response:        &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: common}},
+			DynamicMetadata: md,
+		})
+		if err != nil || !bodySeen {
+			return false, err
+		}
+		return false, st.echo(out)
+	}
+	// BUFFERED: everything on the body answer.
+	if changed {
+		common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: out}}
+	}
+	return false, st.send(&extprocv3.ProcessingResponse{
+		Response:        &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{Response: common}},
+		DynamicMetadata: md,
+	})
+}
+
+// echo sends body back in chunks of at most MaxChunk bytes, the last with
+// EndOfStream (an empty body is one empty message).
+func (st *stream) echo(body []byte) error {
+	for {
+		n := min(len(body), MaxChunk)
+		last := n == len(body)
+		if err := st.send(streamedBody(body[:n], last, true)); err != nil {
+			return err
+		}
+		if last {
+			return nil
+		}
+		body = body[n:]
+	}
+}
+
+func streamedBody(b []byte, eos, request bool) *extprocv3.ProcessingResponse {
+	br := &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{BodyMutation: &extprocv3.BodyMutation{
+		Mutation: &extprocv3.BodyMutation_StreamedResponse{StreamedResponse: &extprocv3.StreamedBodyResponse{Body: b, EndOfStream: eos}},
+	}}}
+	if request {
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: br}}
+	}
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: br}}
+}
+
+func setHeader(key string, val []byte) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: key, RawValue: val},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+func destMetadata(dest string) *structpb.Struct {
+	return &structpb.Struct{Fields: map[string]*structpb.Value{
+		MetadataNamespaceLB: {Kind: &structpb.Value_StructValue{StructValue: &structpb.Struct{Fields: map[string]*structpb.Value{
+			HeaderDestination: {Kind: &structpb.Value_StringValue{StringValue: dest}},
+		}}}},
+	}}
+}
+
+func (st *stream) logDecision(model, target, dest string, res *scheduler.Result) {
+	cands := make([]any, 0, len(res.Explain))
+	for _, e := range res.Explain {
+		var b strings.Builder
+		b.WriteString(e.Endpoint)
+		b.WriteString(" total=")
+		b.WriteString(strconv.FormatFloat(e.Total, 'g', 4, 64))
+		for _, sc := range e.Scores {
+			b.WriteByte(' ')
+			b.WriteString(sc.Scorer)
+			b.WriteByte('=')
+			b.WriteString(strconv.FormatFloat(sc.Score, 'g', 4, 64))
+			b.WriteByte('x')
+			b.WriteString(strconv.FormatFloat(sc.Weight, 'g', 4, 64))
+		}
+		cands = append(cands, b.String())
+	}
+	st.srv.log.Debug("extproc: picked",
+		"request_id", st.requestID, "model", model, "target_model", target,
+		"prompt_bytes", st.req.PromptLen(), "priority", st.req.Priority,
+		"subset", st.hasSubset, "profile", res.Profile, "destination", dest,
+		slog.Group("candidates", cands...))
+}
+
+func (st *stream) responseHeaders(h *extprocv3.HttpHeaders, md *corev3.Metadata) error {
+	st.readServed(md)
+	hr := &extprocv3.HeadersResponse{}
+	if st.restore.active() && st.restore.lengthChanges() {
+		hr.Response = &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{RemoveHeaders: []string{"content-length"}}}
+	}
+	if h.EndOfStream {
+		st.finish()
+	}
+	return st.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: hr}})
+}
+
+// readServed moves in-flight accounting to the endpoint that actually served
+// the request when the proxy says so and it was one of ours.
+func (st *stream) readServed(md *corev3.Metadata) {
+	if md == nil || st.acct == nil || st.released {
+		return
+	}
+	served := md.FilterMetadata[MetadataNamespaceLB].GetFields()[ServedKey].GetStringValue()
+	if served == "" || served == st.acct.HostPort() {
+		return
+	}
+	for _, h := range st.res.Endpoints[1:] {
+		if h.HostPort() == served {
+			st.acct.Release(st.tokens)
+			h.Acquire(st.tokens)
+			st.acct = h
+			return
+		}
+	}
+}
+
+func (st *stream) responseBody(b *extprocv3.HttpBody) error {
+	chunk := b.Body
+	st.usage.feed(chunk)
+	out := chunk
+	if st.restore.active() {
+		out = st.restore.process(chunk, b.EndOfStream)
+	}
+	if b.EndOfStream {
+		st.finish()
+	}
+	if st.respDuplex {
+		return st.send(streamedBody(out, b.EndOfStream, false))
+	}
+	br := &extprocv3.BodyResponse{}
+	if len(out) != len(chunk) || (len(out) > 0 && &out[0] != &chunk[0]) {
+		br.Response = &extprocv3.CommonResponse{BodyMutation: &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: out}}}
+	}
+	return st.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: br}})
+}
+
+// finish ends the request at response end: metrics, then release.
+func (st *stream) finish() {
+	if st.phase == phDone {
+		return
+	}
+	st.phase = phDone
+	if st.mm != nil && st.res != nil {
+		st.mm.duration.Observe(time.Since(st.start).Seconds())
+		if st.usage.found {
+			st.mm.inTok.Observe(float64(st.usage.prompt))
+			st.mm.outTok.Observe(float64(st.usage.completion))
+		}
+	}
+	st.release()
+}
+
+// release returns the in-flight accounting exactly once.
+func (st *stream) release() {
+	if st.res == nil || st.released {
+		return
+	}
+	st.released = true
+	if st.acct == st.res.Endpoints[0] {
+		st.res.Release()
+	} else {
+		st.acct.Release(st.tokens)
+	}
+	if st.mm != nil {
+		st.mm.running.Dec()
+	}
+}
+
+func (st *stream) send(r *extprocv3.ProcessingResponse) error {
+	return st.ps.Send(r)
+}
+
+// fail answers the request with an ImmediateResponse and ends the stream.
+func (st *stream) fail(code int, msg string) (bool, error) {
+	s := st.srv
+	if s.m != nil {
+		s.m.byStatus[statusIndex(code)].Inc()
+		if st.mm != nil {
+			if c := st.mm.errs[statusIndex(code)]; c != nil {
+				c.Inc()
+			}
+		} else {
+			s.m.errTotal.WithLabelValues("", "", gieErrorCode(code)).Inc()
+		}
+	}
+	st.phase = phDone
+	return true, st.immediate(code, msg)
+}
+
+// errorType is the OpenAI-style error type for an HTTP status.
+func errorType(code int) string {
+	switch code {
+	case 400:
+		return "invalid_request_error"
+	case 404:
+		return "not_found_error"
+	case 413:
+		return "request_too_large"
+	case 429:
+		return "rate_limit_error"
+	case 503:
+		return "service_unavailable"
+	}
+	return "internal_error"
+}
+
+// errorBody is the OpenAI/vLLM error envelope.
+func errorBody(code int, msg string) []byte {
+	m, _ := json.Marshal(msg)
+	b := make([]byte, 0, len(m)+80)
+	b = append(b, `{"error":{"message":`...)
+	b = append(b, m...)
+	b = append(b, `,"type":"`...)
+	b = append(b, errorType(code)...)
+	b = append(b, `","code":`...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	return append(b, "}}"...)
+}
+
+func (st *stream) immediate(code int, msg string) error {
+	return st.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
+		Status: &typev3.HttpStatus{Code: typev3.StatusCode(code)},
+		Headers: &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
+			setHeader("content-type", []byte("application/json")),
+		}},
+		Body: errorBody(code, msg),
+	}}})
+}

@@ -1,0 +1,663 @@
+package extproc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/fastepp/fastepp/scheduler"
+	"github.com/fastepp/fastepp/scorers"
+)
+
+type fixture struct {
+	pool *pool
+	srv  *Server
+	reg  *prometheus.Registry
+	c    extprocv3.ExternalProcessorClient
+}
+
+func newFixture(tb testing.TB, n int, plan *scheduler.Plan, opts Options) *fixture {
+	tb.Helper()
+	f := &fixture{pool: newPool(tb, plan, n), reg: prometheus.NewRegistry()}
+	opts.Registerer = f.reg
+	var err error
+	if f.srv, err = New(f.pool.sched, opts); err != nil {
+		tb.Fatal(err)
+	}
+	f.c = extprocv3.NewExternalProcessorClient(serve(tb, f.srv))
+	return f
+}
+
+func (f *fixture) open(tb testing.TB) extprocv3.ExternalProcessor_ProcessClient {
+	tb.Helper()
+	s, err := f.c.Process(testCtx(tb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// metric returns the sum of a counter's values or a histogram's sample count
+// over all label sets.
+func (f *fixture) metric(tb testing.TB, name string) float64 {
+	tb.Helper()
+	mfs, err := f.reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var v float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			switch mf.GetType() {
+			case dto.MetricType_COUNTER:
+				v += m.GetCounter().GetValue()
+			case dto.MetricType_GAUGE:
+				v += m.GetGauge().GetValue()
+			case dto.MetricType_HISTOGRAM:
+				v += float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return v
+}
+
+func chatBody(model, prompt string) []byte {
+	b, _ := json.Marshal(map[string]any{"model": model, "stream": true,
+		"messages": []map[string]any{{"role": "user", "content": prompt}}})
+	return b
+}
+
+// roundTrip runs a whole FULL_DUPLEX_STREAMED request through s and returns
+// the headers answer and the echoed body.
+func roundTrip(tb testing.TB, s extprocv3.ExternalProcessor_ProcessClient, path string, body []byte, chunk int, extra ...string) (*extprocv3.ProcessingResponse, []byte) {
+	tb.Helper()
+	if err := s.Send(reqHeadersMsg(postHeaders(path, len(body), extra...), false, duplex, nil)); err != nil {
+		tb.Fatal(err)
+	}
+	if err := sendBody(s, body, chunk); err != nil {
+		tb.Fatal(err)
+	}
+	hr, err := s.Recv()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if hr.GetRequestHeaders() == nil {
+		tb.Fatalf("expected a RequestHeaders answer, found %v", hr)
+	}
+	echo, maxChunk, err := readEcho(s, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if maxChunk > MaxChunk {
+		tb.Fatalf("echoed a chunk of %d bytes, expected at most %d", maxChunk, MaxChunk)
+	}
+	return hr, echo
+}
+
+func TestStreamedRoundTrip(t *testing.T) {
+	f := newFixture(t, 4, nil, Options{})
+	for _, tc := range []struct {
+		name  string
+		size  int
+		chunk int
+	}{
+		{"one message", 2 << 10, 0},
+		{"chunked", 20 << 10, 1000},
+		{"300KB in 16KB chunks", 300 << 10, 16 << 10},
+		{"300KB in one message", 300 << 10, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := chatBody("m1", strings.Repeat("x", tc.size))
+			s := f.open(t)
+			hr, echo := roundTrip(t, s, "/v1/chat/completions", body, tc.chunk)
+			common := hr.GetRequestHeaders().GetResponse()
+			if !common.GetClearRouteCache() {
+				t.Error("expected ClearRouteCache on the headers answer")
+			}
+			h, md := destOf(hr, common)
+			if h == "" || h != md {
+				t.Errorf("destination header %q and envoy.lb metadata %q: expected the same non-empty value", h, md)
+			}
+			if id, ok := headerOf(common, HeaderRequestID); !ok || len(id) != 36 {
+				t.Errorf("x-request-id = %q, %v: expected a generated uuid", id, ok)
+			}
+			if _, ok := headerOf(common, "content-length"); ok {
+				t.Error("content-length set although the body did not change")
+			}
+			if !bytes.Equal(echo, body) {
+				t.Errorf("echoed body differs: %d bytes, want %d", len(echo), len(body))
+			}
+			if f.pool.inflight() != 1 {
+				t.Errorf("in-flight = %d during the response, want 1", f.pool.inflight())
+			}
+			s.CloseSend()
+			if _, err := s.Recv(); err != io.EOF {
+				t.Errorf("expected the stream to end, found %v", err)
+			}
+			waitIdle(t, f.srv, f.pool)
+		})
+	}
+}
+
+func TestRequestIDForwardedNotRegenerated(t *testing.T) {
+	f := newFixture(t, 2, nil, Options{})
+	s := f.open(t)
+	hr, _ := roundTrip(t, s, "/v1/completions", []byte(`{"model":"m","prompt":"p"}`), 0, HeaderRequestID, "abc")
+	if _, ok := headerOf(hr.GetRequestHeaders().GetResponse(), HeaderRequestID); ok {
+		t.Error("x-request-id present in the request must not be replaced")
+	}
+	for _, h := range hr.GetRequestHeaders().GetResponse().GetHeaderMutation().GetSetHeaders() {
+		switch h.GetHeader().GetKey() {
+		case HeaderModelRewrite, HeaderObjective, HeaderFairnessID, SubsetKey:
+			t.Errorf("control header %q echoed", h.GetHeader().GetKey())
+		}
+	}
+	s.CloseSend()
+	waitIdle(t, f.srv, f.pool)
+}
+
+func TestBufferedMode(t *testing.T) {
+	buffered := protocol(filterv3.ProcessingMode_BUFFERED, filterv3.ProcessingMode_BUFFERED)
+	for _, tc := range []struct {
+		name    string
+		pc      *extprocv3.ProtocolConfiguration
+		opts    Options
+		rewrite bool
+	}{
+		{name: "protocol_config", pc: buffered},
+		{name: "flag default", opts: Options{BodyMode: ModeBuffered}},
+		{name: "rewrite", pc: buffered, rewrite: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, 3, nil, tc.opts)
+			s := f.open(t)
+			body := []byte(`{"model":"orig","prompt":"hello"}`)
+			extra := []string{}
+			if tc.rewrite {
+				extra = append(extra, HeaderModelRewrite, "new-model-name")
+			}
+			if err := s.Send(reqHeadersMsg(postHeaders("/v1/completions", len(body), extra...), false, tc.pc, nil)); err != nil {
+				t.Fatal(err)
+			}
+			r, err := s.Recv()
+			if err != nil || r.GetRequestHeaders() == nil || r.GetRequestHeaders().GetResponse() != nil {
+				t.Fatalf("expected an empty RequestHeaders answer at once, found %v, %v", r, err)
+			}
+			if err := s.Send(reqBodyMsg(body, true)); err != nil {
+				t.Fatal(err)
+			}
+			r, err = s.Recv()
+			if err != nil || r.GetRequestBody() == nil {
+				t.Fatalf("expected a RequestBody answer, found %v, %v", r, err)
+			}
+			common := r.GetRequestBody().GetResponse()
+			h, md := destOf(r, common)
+			if h == "" || h != md || !common.GetClearRouteCache() {
+				t.Errorf("header %q, metadata %q, ClearRouteCache %v", h, md, common.GetClearRouteCache())
+			}
+			bm := common.GetBodyMutation()
+			if !tc.rewrite {
+				if bm != nil {
+					t.Errorf("unchanged body must not be mutated, found %v", bm)
+				}
+			} else {
+				want := `{"model":"new-model-name","prompt":"hello"}`
+				if string(bm.GetBody()) != want {
+					t.Errorf("rewritten body %q, want %q", bm.GetBody(), want)
+				}
+				if cl, _ := headerOf(common, "content-length"); cl != fmt.Sprint(len(want)) {
+					t.Errorf("content-length %q, want %d", cl, len(want))
+				}
+			}
+			s.CloseSend()
+			waitIdle(t, f.srv, f.pool)
+		})
+	}
+}
+
+func TestHeadersOnly(t *testing.T) {
+	for _, pc := range []*extprocv3.ProtocolConfiguration{duplex, nil, protocol(filterv3.ProcessingMode_BUFFERED, filterv3.ProcessingMode_NONE)} {
+		f := newFixture(t, 2, nil, Options{})
+		s := f.open(t)
+		if err := s.Send(reqHeadersMsg(hdrs(":method", "GET", ":path", "/v1/models"), true, pc, nil)); err != nil {
+			t.Fatal(err)
+		}
+		r, err := s.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, md := destOf(r, r.GetRequestHeaders().GetResponse())
+		if h == "" || h != md {
+			t.Fatalf("headers-only: header %q metadata %q", h, md)
+		}
+		if err := s.Send(respHeadersMsg(hdrs(":status", "200"), true)); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := s.Recv(); err != nil || r.GetResponseHeaders() == nil {
+			t.Fatalf("expected a ResponseHeaders answer, found %v %v", r, err)
+		}
+		if f.pool.inflight() != 0 {
+			t.Errorf("in-flight %d after the response ended", f.pool.inflight())
+		}
+		s.CloseSend()
+		waitIdle(t, f.srv, f.pool)
+	}
+}
+
+func TestSubsetHint(t *testing.T) {
+	f := newFixture(t, 6, nil, Options{})
+	allowed := map[string]bool{f.pool.handles[2].HostPort(): true, f.pool.handles[4].HostPort(): true}
+	for i := range 20 {
+		s := f.open(t)
+		body := chatBody("m", fmt.Sprint("prompt ", i))
+		if err := s.Send(reqHeadersMsg(postHeaders("/v1/chat/completions", len(body)), false, duplex,
+			subsetMD(f.pool.handles[2].HostPort(), "10.0.0.5:9999", "bogus"))); err != nil {
+			t.Fatal(err)
+		}
+		sendBody(s, body, 0)
+		r, err := s.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, _ := destOf(r, r.GetRequestHeaders().GetResponse())
+		if !allowed[h] {
+			t.Fatalf("picked %q outside the subset hint (match by IP: %v)", h, allowed)
+		}
+		s.CloseSend()
+	}
+	waitIdle(t, f.srv, f.pool)
+}
+
+// immediate runs one stream expected to end with an ImmediateResponse.
+func expectImmediate(t *testing.T, s extprocv3.ExternalProcessor_ProcessClient, code int) {
+	t.Helper()
+	var r *extprocv3.ProcessingResponse
+	var err error
+	for {
+		r, err = s.Recv()
+		if err != nil {
+			t.Fatalf("expected an ImmediateResponse %d, found error %v", code, err)
+		}
+		if r.GetImmediateResponse() != nil {
+			break
+		}
+		if r.GetRequestHeaders() == nil || r.GetRequestHeaders().GetResponse() != nil {
+			t.Fatalf("expected an ImmediateResponse %d, found %v", code, r)
+		}
+	}
+	ir := r.GetImmediateResponse()
+	if int(ir.GetStatus().GetCode()) != code {
+		t.Fatalf("status %d (%s), want %d", ir.GetStatus().GetCode(), ir.GetBody(), code)
+	}
+	var env struct {
+		Error struct {
+			Message string `json:"message"`
+			Type    string `json:"type"`
+			Code    int    `json:"code"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(ir.GetBody(), &env); err != nil || env.Error.Code != code || env.Error.Message == "" || env.Error.Type == "" {
+		t.Fatalf("error body %q: expected the OpenAI envelope with code %d (%v)", ir.GetBody(), code, err)
+	}
+	if _, err := s.Recv(); err != io.EOF {
+		t.Fatalf("expected the stream to end after the ImmediateResponse, found %v", err)
+	}
+}
+
+// alwaysSaturated sheds every sheddable request.
+type alwaysSaturated struct{}
+
+func (alwaysSaturated) Type() string { return "test-saturated" }
+func (alwaysSaturated) Name() string { return "test-saturated" }
+func (alwaysSaturated) Saturation(*scheduler.Snapshot, time.Time) float64 {
+	return 2
+}
+
+// dropAll filters every candidate away.
+type dropAll struct{}
+
+func (dropAll) Type() string                                         { return "test-drop-all" }
+func (dropAll) Name() string                                         { return "test-drop-all" }
+func (dropAll) Filter(c *scheduler.Cycle, cands []int32) []int32     { return cands[:0] }
+func (dropAll) Score(c *scheduler.Cycle, cands []int32, o []float64) {}
+
+func planWith(tb testing.TB, sat scheduler.SaturationDetector, filters ...scheduler.Filter) *scheduler.Plan {
+	tb.Helper()
+	pk := scorers.NewMaxScorePicker(1)
+	h := scorers.NewSingleProfileHandler()
+	plan, err := scheduler.NewPlan(h, []*scheduler.Profile{{Name: "p", Filters: filters, Picker: pk}}, sat, []scheduler.Plugin{pk, h})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return plan
+}
+
+func TestErrors(t *testing.T) {
+	good := []byte(`{"model":"m","prompt":"x"}`)
+	type step func(s extprocv3.ExternalProcessor_ProcessClient) error
+	headersBody := func(path string, body []byte, md bool, extra ...string) step {
+		return func(s extprocv3.ExternalProcessor_ProcessClient) error {
+			var m = subsetMD()
+			if !md {
+				m = nil
+			}
+			if err := s.Send(reqHeadersMsg(postHeaders(path, len(body), extra...), false, duplex, m)); err != nil {
+				return err
+			}
+			return sendBody(s, body, 7)
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		code  int
+		n     int // endpoints
+		plan  func(testing.TB) *scheduler.Plan
+		opts  Options
+		steps step
+	}{
+		{name: "not JSON", code: 400, n: 2, steps: headersBody("/v1/completions", []byte(`model: m`), false)},
+		{name: "not an object", code: 400, n: 2, steps: headersBody("/v1/completions", []byte(`["m"]`), false)},
+		{name: "model missing", code: 400, n: 2, steps: headersBody("/v1/completions", []byte(`{"prompt":"x"}`), false)},
+		{name: "model not a string", code: 400, n: 2, steps: headersBody("/v1/completions", []byte(`{"model":1}`), false)},
+		{name: "prompt wrong type", code: 400, n: 2, steps: headersBody("/v1/completions", []byte(`{"model":"m","prompt":true}`), false)},
+		{name: "messages wrong type", code: 400, n: 2, steps: headersBody("/v1/chat/completions", []byte(`{"model":"m","messages":{}}`), false)},
+		{name: "model not served", code: 404, n: 2, opts: Options{Models: []string{"other"}}, steps: headersBody("/v1/completions", good, false)},
+		{name: "rewritten model not served", code: 404, n: 2, opts: Options{Models: []string{"m"}}, steps: headersBody("/v1/completions", good, false, HeaderModelRewrite, "x")},
+		{name: "content-length over limit", code: 413, n: 2, opts: Options{MaxBodyBytes: 10}, steps: func(s extprocv3.ExternalProcessor_ProcessClient) error {
+			return s.Send(reqHeadersMsg(postHeaders("/v1/completions", 11), false, duplex, nil))
+		}},
+		{name: "body over limit", code: 413, n: 2, opts: Options{MaxBodyBytes: 20}, steps: func(s extprocv3.ExternalProcessor_ProcessClient) error {
+			if err := s.Send(reqHeadersMsg(hdrs(":path", "/v1/completions"), false, duplex, nil)); err != nil {
+				return err
+			}
+			return sendBody(s, good, 5)
+		}},
+		{name: "sheddable while saturated", code: 429, n: 2,
+			plan:  func(tb testing.TB) *scheduler.Plan { return planWith(tb, alwaysSaturated{}) },
+			opts:  Options{Priority: func(o string) (int, bool) { return -1, o == "batch" }},
+			steps: headersBody("/v1/completions", good, false, HeaderObjective, "batch")},
+		{name: "filters leave nothing", code: 429, n: 2,
+			plan:  func(tb testing.TB) *scheduler.Plan { return planWith(tb, nil, dropAll{}) },
+			steps: headersBody("/v1/completions", good, false)},
+		{name: "empty pool", code: 503, n: 0, steps: headersBody("/v1/completions", good, false)},
+		{name: "empty subset hint", code: 503, n: 2, steps: headersBody("/v1/completions", good, true)},
+		{name: "body before headers", code: 500, n: 2, steps: func(s extprocv3.ExternalProcessor_ProcessClient) error {
+			return s.Send(reqBodyMsg(good, true))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var plan *scheduler.Plan
+			if tc.plan != nil {
+				plan = tc.plan(t)
+			}
+			f := newFixture(t, tc.n, plan, tc.opts)
+			s := f.open(t)
+			if err := tc.steps(s); err != nil {
+				t.Fatal(err)
+			}
+			expectImmediate(t, s, tc.code)
+			waitIdle(t, f.srv, f.pool)
+			if got := f.metric(t, "inference_objective_request_error_total"); got != 1 {
+				t.Errorf("inference_objective_request_error_total = %v, want 1", got)
+			}
+			if got := f.metric(t, "fastepp_extproc_requests_total"); got != 1 {
+				t.Errorf("fastepp_extproc_requests_total = %v, want 1", got)
+			}
+		})
+	}
+}
+
+func TestCancel(t *testing.T) {
+	f := newFixture(t, 3, nil, Options{})
+	for _, stage := range []string{"mid-body", "after pick", "mid-response"} {
+		t.Run(stage, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			s, err := f.c.Process(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := chatBody("m", strings.Repeat("y", 100<<10))
+			if err := s.Send(reqHeadersMsg(postHeaders("/v1/chat/completions", len(body)), false, duplex, nil)); err != nil {
+				t.Fatal(err)
+			}
+			if stage == "mid-body" {
+				s.Send(reqBodyMsg(body[:50<<10], false))
+			} else {
+				sendBody(s, body, 16<<10)
+				if _, err := s.Recv(); err != nil {
+					t.Fatal(err)
+				}
+				if _, _, err := readEcho(s, nil); err != nil {
+					t.Fatal(err)
+				}
+				if f.pool.inflight() != 1 {
+					t.Fatalf("in-flight %d after the pick, want 1", f.pool.inflight())
+				}
+				if stage == "mid-response" {
+					s.Send(respHeadersMsg(hdrs(":status", "200"), false))
+					s.Recv()
+					s.Send(respBodyMsg([]byte("data: {}\n\n"), false))
+					s.Recv()
+				}
+			}
+			time.Sleep(5 * time.Millisecond)
+			cancel()
+			waitIdle(t, f.srv, f.pool)
+		})
+	}
+}
+
+func TestResponsePassThroughAndUsage(t *testing.T) {
+	for _, mode := range []string{"duplex", "buffered"} {
+		t.Run(mode, func(t *testing.T) {
+			f := newFixture(t, 2, nil, Options{})
+			s := f.open(t)
+			body := []byte(`{"model":"client-model","prompt":"hi","stream":true,"stream_options":{"include_usage":true}}`)
+			pc := duplex
+			if mode == "buffered" {
+				pc = protocol(filterv3.ProcessingMode_FULL_DUPLEX_STREAMED, filterv3.ProcessingMode_BUFFERED)
+			}
+			s.Send(reqHeadersMsg(postHeaders("/v1/completions", len(body), HeaderModelRewrite, "served-model-x"), false, pc, nil))
+			sendBody(s, body, 10)
+			hr, err := s.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantBody := `{"model":"served-model-x","prompt":"hi","stream":true,"stream_options":{"include_usage":true}}`
+			if cl, _ := headerOf(hr.GetRequestHeaders().GetResponse(), "content-length"); cl != fmt.Sprint(len(wantBody)) {
+				t.Errorf("content-length %q, want %d", cl, len(wantBody))
+			}
+			echo, _, err := readEcho(s, nil)
+			if err != nil || string(echo) != wantBody {
+				t.Fatalf("echo %q (%v), want %q", echo, err, wantBody)
+			}
+			s.Send(respHeadersMsg(hdrs(":status", "200", "content-type", "text/event-stream"), false))
+			r, err := s.Recv()
+			if err != nil || r.GetResponseHeaders() == nil {
+				t.Fatalf("expected a ResponseHeaders answer, found %v %v", r, err)
+			}
+			if rm := r.GetResponseHeaders().GetResponse().GetHeaderMutation().GetRemoveHeaders(); len(rm) != 1 || rm[0] != "content-length" {
+				t.Errorf("response content-length must be removed when restoring the model changes the length, found %v", rm)
+			}
+			sse := `data: {"id":"1","model":"served-model-x","choices":[{"text":"a"}],"usage":null}` + "\n\n" +
+				`data: {"id":"1","model":"served-model-x","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}` + "\n\n" +
+				"data: [DONE]\n\n"
+			want := strings.ReplaceAll(sse, "served-model-x", "client-model")
+			var got []byte
+			// Chunks of 13 bytes split the model name and the usage object.
+			for off := 0; off < len(sse); off += 13 {
+				end := min(off+13, len(sse))
+				s.Send(respBodyMsg([]byte(sse[off:end]), end == len(sse)))
+				r, err := s.Recv()
+				if err != nil {
+					t.Fatal(err)
+				}
+				rb := r.GetResponseBody()
+				if rb == nil {
+					t.Fatalf("expected a ResponseBody answer, found %v", r)
+				}
+				if mode == "duplex" {
+					sr := rb.GetResponse().GetBodyMutation().GetStreamedResponse()
+					if sr == nil || sr.EndOfStream != (end == len(sse)) {
+						t.Fatalf("expected a streamed chunk (EoS %v), found %v", end == len(sse), rb)
+					}
+					got = append(got, sr.Body...)
+				} else if bm := rb.GetResponse().GetBodyMutation(); bm != nil {
+					got = append(got, bm.GetBody()...)
+				} else {
+					got = append(got, sse[off:end]...)
+				}
+			}
+			if string(got) != want {
+				t.Errorf("response body\n%q\nwant\n%q", got, want)
+			}
+			if f.pool.inflight() != 0 {
+				t.Errorf("in-flight %d after the response ended", f.pool.inflight())
+			}
+			if n := f.metric(t, "inference_objective_output_tokens"); n != 1 {
+				t.Errorf("output token observations = %v, want 1", n)
+			}
+			s.CloseSend()
+			waitIdle(t, f.srv, f.pool)
+		})
+	}
+}
+
+func TestFallbackList(t *testing.T) {
+	pk := scorers.NewMaxScorePicker(3)
+	h := scorers.NewSingleProfileHandler()
+	plan, err := scheduler.NewPlan(h, []*scheduler.Profile{{Name: "p", Picker: pk}}, nil, []scheduler.Plugin{pk, h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, 5, plan, Options{})
+	s := f.open(t)
+	hr, _ := roundTrip(t, s, "/v1/completions", []byte(`{"model":"m","prompt":"p"}`), 0)
+	hv, md := destOf(hr, hr.GetRequestHeaders().GetResponse())
+	if parts := strings.Split(hv, ","); len(parts) != 3 || hv != md {
+		t.Fatalf("destination %q metadata %q: expected 3 comma-separated endpoints in both", hv, md)
+	}
+	s.CloseSend()
+	waitIdle(t, f.srv, f.pool)
+}
+
+func TestConcurrentStreams(t *testing.T) {
+	f := newFixture(t, 8, nil, Options{})
+	const streams, each = 64, 8
+	var wg sync.WaitGroup
+	errs := make(chan error, streams)
+	for g := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				s, err := f.c.Process(testCtx(t))
+				if err != nil {
+					errs <- err
+					return
+				}
+				body := chatBody("m", fmt.Sprintf("stream %d request %d %s", g, i, strings.Repeat("z", 512)))
+				s.Send(reqHeadersMsg(postHeaders("/v1/chat/completions", len(body)), false, duplex, nil))
+				sendBody(s, body, 100)
+				if _, err := s.Recv(); err != nil {
+					errs <- err
+					return
+				}
+				echo, _, err := readEcho(s, nil)
+				if err != nil || !bytes.Equal(echo, body) {
+					errs <- fmt.Errorf("echo mismatch: %v", err)
+					return
+				}
+				s.Send(respHeadersMsg(hdrs(":status", "200"), true))
+				s.Recv()
+				s.CloseSend()
+				if _, err := s.Recv(); err != io.EOF {
+					errs <- fmt.Errorf("expected the stream to end, found %v", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	waitIdle(t, f.srv, f.pool)
+	var total uint64
+	for _, h := range f.pool.handles {
+		total += h.Dispatched()
+	}
+	if total != streams*each {
+		t.Errorf("dispatched %d, want %d", total, streams*each)
+	}
+	if got := f.metric(t, "inference_objective_request_total"); got != streams*each {
+		t.Errorf("inference_objective_request_total = %v, want %d", got, streams*each)
+	}
+}
+
+func TestUsageScannerSplits(t *testing.T) {
+	for _, doc := range []string{
+		`{"id":"x","choices":[{"text":"usage"}],"usage":{"prompt_tokens":12,"completion_tokens":34,"details":{"a":"}"}}}`,
+		"data: {\"usage\":null}\n\ndata: {\"usage\" : {\"completion_tokens\": 34, \"prompt_tokens\":12}}\n\ndata: [DONE]\n\n",
+	} {
+		for split := 0; split <= len(doc); split++ {
+			var u usageScanner
+			u.feed([]byte(doc[:split]))
+			u.feed([]byte(doc[split:]))
+			if !u.found || u.prompt != 12 || u.completion != 34 {
+				t.Fatalf("split at %d of %q: found %v prompt %d completion %d", split, doc, u.found, u.prompt, u.completion)
+			}
+		}
+	}
+}
+
+func TestModelRestorerSplits(t *testing.T) {
+	doc := `{"model":"tgt","x":"\"model\":\"tgt\"","y":{"model": "tgt"}}`
+	want := `{"model":"orig-name","x":"\"model\":\"tgt\"","y":{"model": "orig-name"}}`
+	for split := 0; split <= len(doc); split++ {
+		var r modelRestorer
+		r.set([]byte(`"tgt"`), []byte(`"orig-name"`))
+		var got []byte
+		got = append(got, r.process([]byte(doc[:split]), false)...)
+		got = append(got, r.process([]byte(doc[split:]), true)...)
+		if string(got) != want {
+			t.Fatalf("split at %d: %q, want %q", split, got, want)
+		}
+	}
+}
+
+func TestNewRejectsBadOptions(t *testing.T) {
+	p := newPool(t, nil, 1)
+	for _, o := range []Options{{MaxBodyBytes: -1}, {BodyMode: 9}} {
+		if _, err := New(p.sched, o); err == nil {
+			t.Errorf("New(%+v): expected an error", o)
+		}
+	}
+	if _, err := New(nil, Options{}); err == nil {
+		t.Error("New(nil scheduler): expected an error")
+	}
+	for in, want := range map[string]BodyMode{"auto": ModeAuto, "streamed": ModeStreamed, "buffered": ModeBuffered} {
+		if got, err := ParseBodyMode(in); err != nil || got != want {
+			t.Errorf("ParseBodyMode(%q) = %v, %v", in, got, err)
+		}
+	}
+	if _, err := ParseBodyMode("duplex"); err == nil || !strings.Contains(err.Error(), "found \"duplex\"") {
+		t.Errorf("ParseBodyMode(duplex) error %v", err)
+	}
+}
