@@ -178,19 +178,19 @@ type Duration time.Duration
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: expected a duration like 2s or a number of seconds, found a %s", n.Line, kindName(n.Kind))
+		return fmt.Errorf("line %d column %d: expected a duration like 2s or a number of seconds, found a %s", n.Line, n.Column, kindName(n.Kind))
 	}
 	s := strings.TrimSpace(n.Value)
 	if f, err := strconv.ParseFloat(s, 64); err == nil {
 		if math.IsNaN(f) || math.IsInf(f, 0) || f > 1e9 || f < -1e9 {
-			return fmt.Errorf("line %d: expected a finite number of seconds, found %q", n.Line, s)
+			return fmt.Errorf("line %d column %d: expected a finite number of seconds, found %q", n.Line, n.Column, s)
 		}
 		*d = Duration(f * float64(time.Second))
 		return nil
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("line %d: expected a duration like 2s or 150ms or a number of seconds, found %q", n.Line, s)
+		return fmt.Errorf("line %d column %d: expected a duration like 2s or 150ms or a number of seconds, found %q", n.Line, n.Column, s)
 	}
 	*d = Duration(v)
 	return nil
@@ -211,7 +211,7 @@ func (l *Length) UnmarshalYAML(n *yaml.Node) error {
 	case yaml.ScalarNode:
 		v, err := strconv.Atoi(strings.TrimSpace(n.Value))
 		if err != nil {
-			return fmt.Errorf("line %d: expected a whole number of tokens or a distribution {type, mean, std_dev, min, max}, found %q", n.Line, n.Value)
+			return fmt.Errorf("line %d column %d: expected a whole number of tokens or a distribution {type, mean, std_dev, min, max}, found %q", n.Line, n.Column, n.Value)
 		}
 		l.Fixed = v
 		return nil
@@ -223,7 +223,7 @@ func (l *Length) UnmarshalYAML(n *yaml.Node) error {
 		l.Dist = &d
 		return nil
 	}
-	return fmt.Errorf("line %d: expected a number of tokens or a distribution, found a %s", n.Line, kindName(n.Kind))
+	return fmt.Errorf("line %d column %d: expected a number of tokens or a distribution, found a %s", n.Line, n.Column, kindName(n.Kind))
 }
 
 // Distribution is inference-perf's length distribution. Type is normal
@@ -315,7 +315,9 @@ func ParseConfig(b []byte) (*Config, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, &FieldError{Field: "(document)", Expected: "a YAML mapping with load, server and data", Found: "an empty file"}
 		}
-		return nil, explainYAMLError(err)
+		var root yaml.Node
+		_ = yaml.Unmarshal(b, &root)
+		return nil, explainYAMLError(err, &root)
 	}
 	if err := c.Normalize(); err != nil {
 		return nil, err
@@ -323,10 +325,65 @@ func ParseConfig(b []byte) (*Config, error) {
 	return &c, nil
 }
 
-func explainYAMLError(err error) error {
+var lineColRe = regexp.MustCompile(`line (\d+)(?: column (\d+))?: (.*)`)
+
+// fieldAt names the field whose value sits at line:col (col 0 = the only
+// scalar value on that line), or "".
+func fieldAt(n *yaml.Node, line, col int, path string) string {
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			if f := fieldAt(c, line, col, path); f != "" {
+				return f
+			}
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := k.Value
+			if path != "" {
+				p = path + "." + k.Value
+			}
+			if v.Line == line && (v.Column == col || col == 0 && v.Kind == yaml.ScalarNode) {
+				return p
+			}
+			if f := fieldAt(v, line, col, p); f != "" {
+				return f
+			}
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			if c.Line == line && c.Column == col {
+				return p
+			}
+			if f := fieldAt(c, line, col, p); f != "" {
+				return f
+			}
+		}
+	}
+	return ""
+}
+
+func explainYAMLError(err error, root *yaml.Node) error {
 	msg := err.Error()
 	ms := unknownFieldRe.FindAllStringSubmatch(msg, -1)
 	if len(ms) == 0 {
+		var parts []string
+		for _, line := range strings.Split(strings.TrimPrefix(msg, "yaml: unmarshal errors:\n"), "\n") {
+			m := lineColRe.FindStringSubmatch(strings.TrimSpace(line))
+			if m == nil {
+				continue
+			}
+			l, _ := strconv.Atoi(m[1])
+			c, _ := strconv.Atoi(m[2])
+			if f := fieldAt(root, l, c, ""); f != "" {
+				parts = append(parts, fmt.Sprintf("config field %s (line %d): %s", f, l, m[3]))
+			}
+		}
+		if len(parts) > 0 {
+			return errors.New(strings.Join(parts, "; "))
+		}
 		return fmt.Errorf("invalid YAML: %w", err)
 	}
 	var parts []string
