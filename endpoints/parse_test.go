@@ -181,8 +181,15 @@ var trickyPages = []string{
 
 func TestTargetedMatchesExpfmt(t *testing.T) {
 	e := engines[0]
+	compared := 0
 	for _, page := range trickyPages {
-		compareParsers(t, e, []byte(page))
+		if compareParsers(t, e, []byte(page)) {
+			compared++
+		}
+	}
+	// Most tricky pages are valid text format: make sure they were compared.
+	if compared < 14 {
+		t.Fatalf("expfmt accepted only %d of %d tricky pages; the comparison is not exercised", compared, len(trickyPages))
 	}
 	for _, f := range []string{"vllm-v1-metrics.txt", "vllm-dp.txt", "vllm-v0-old.txt"} {
 		compareParsers(t, e, readTestdata(t, f))
@@ -190,13 +197,14 @@ func TestTargetedMatchesExpfmt(t *testing.T) {
 }
 
 // compareParsers checks that on every page expfmt accepts, the targeted parser
-// extracts the same values (and never panics on the others).
-func compareParsers(t *testing.T, e *engine, data []byte) {
+// extracts the same values (and never panics on the others). It reports
+// whether expfmt accepted the page.
+func compareParsers(t *testing.T, e *engine, data []byte) bool {
 	t.Helper()
 	want, wantMissing, werr := extractExpfmt(data, e)
 	got, gotMissing, gerr := extractTargeted(data, e)
 	if werr != nil {
-		return // expfmt rejects the page; the targeted parser may be lenient
+		return false // expfmt rejects the page; the targeted parser may be lenient
 	}
 	if gerr != nil {
 		t.Fatalf("page %q: targeted parser failed (%v) where expfmt succeeded", data, gerr)
@@ -204,6 +212,7 @@ func compareParsers(t *testing.T, e *engine, data []byte) {
 	if !metricsEqual(got, want) || !reflect.DeepEqual(gotMissing, wantMissing) {
 		t.Fatalf("page %q:\ntargeted %+v missing %q\n  expfmt %+v missing %q", data, got, gotMissing, want, wantMissing)
 	}
+	return true
 }
 
 func metricsEqual(a, b scheduler.Metrics) bool {

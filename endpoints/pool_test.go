@@ -412,3 +412,4 @@ func TestPoolEngineLabelErrors(t *testing.T) {
 	}
 }
 
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
