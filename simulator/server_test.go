@@ -533,3 +533,40 @@ func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+func TestGPUTelemetryFollowsLoad(t *testing.T) {
+	s, ts := newTestServer(t, nil)
+	read := func() map[string]float64 {
+		resp, err := http.Get(ts.URL + "/gpu/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		out := map[string]float64{}
+		for name, f := range parseMetrics(t, resp.Body) {
+			out[name] = f.GetMetric()[0].GetGauge().GetValue()
+		}
+		return out
+	}
+	idle := read()
+	if idle["gpu_gfx_activity"] != 0 || idle["gpu_power_usage"] != s.Engine().Config().GPU.IdleWatts {
+		t.Fatalf("idle GPU: %v", idle)
+	}
+	// Keep the engine busy with a long prompt and generation, then sample after the window.
+	go func() {
+		body := `{"model":"` + testModel + `","prompt":` + mustJSON(strings.Repeat("busy words here ", 4000)) + `,"max_tokens":60}`
+		if resp, err := http.Post(ts.URL+"/v1/completions", "application/json", strings.NewReader(body)); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	time.Sleep(gpuWindow + 100*time.Millisecond)
+	busy := read()
+	if busy["gpu_gfx_activity"] < 50 || busy["gpu_power_usage"] <= idle["gpu_power_usage"] ||
+		busy["gpu_used_vram"] <= idle["gpu_used_vram"] || busy["gpu_junction_temperature"] <= idle["gpu_junction_temperature"] {
+		t.Fatalf("busy GPU %v not above idle %v", busy, idle)
+	}
+	weightsMB := s.Engine().Config().Model.WeightBytes() / 1e6
+	if idle["gpu_used_vram"] < weightsMB || idle["gpu_free_vram"]+idle["gpu_used_vram"] != idle["gpu_total_vram"] {
+		t.Fatalf("VRAM: %v (weights %.0f MB)", idle, weightsMB)
+	}
+}

@@ -389,3 +389,20 @@ func TestValidationFigures(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSimulate measures the engine alone in virtual time: b.N requests
+// (600-token prompts sharing half their prefix, 32 output tokens) at 100 req/s.
+func BenchmarkSimulate(b *testing.B) {
+	e := newEngine(b, "mi300x", "llama-3.1-8b", nil)
+	shared := prompt(7, 300)
+	arr := make([]Arrival, b.N)
+	for i := range arr {
+		p := append(append([]uint32{}, shared...), prompt(uint32(i+100), 300)...)
+		arr[i] = Arrival{At: time.Duration(i) * 10 * time.Millisecond, Req: NewRequest(p, 32, false, "", uint64(i))}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	if _, errs := Simulate(e, &VirtualClock{}, arr); len(errs) > 0 {
+		b.Fatal(errs)
+	}
+}
