@@ -2,6 +2,7 @@ package endpoints
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -170,14 +171,24 @@ func (p *Pool) Close() error {
 // Ready reports whether the last published snapshot has endpoints.
 func (p *Pool) Ready() bool { return p.ready.Load() }
 
+// ErrClosed is returned by WaitReady when the pool closes first.
+var ErrClosed = errors.New("endpoints: pool closed before it had endpoints")
+
 // WaitReady blocks until a snapshot with endpoints has been published once,
-// or ctx ends (returning its error).
+// ctx ends (returning its error), or the pool is closed (ErrClosed).
 func (p *Pool) WaitReady(ctx context.Context) error {
 	select {
 	case <-p.readyCh:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-p.ctx.Done():
+		select {
+		case <-p.readyCh:
+			return nil
+		default:
+			return ErrClosed
+		}
 	}
 }
 
@@ -347,6 +358,7 @@ type publisher struct {
 	states    []scheduler.EndpointState
 	errs      []error
 	wasFresh  map[*scheduler.Handle]bool
+	seen      map[*scheduler.Handle]bool
 	allStale  bool
 	nextStale time.Time
 }
@@ -369,9 +381,10 @@ func (p *Pool) rebuild(pb *publisher) {
 	pb.nextStale = time.Time{}
 	log := p.opt.Logger
 	if pb.wasFresh == nil {
-		pb.wasFresh = map[*scheduler.Handle]bool{}
+		pb.wasFresh, pb.seen = map[*scheduler.Handle]bool{}, map[*scheduler.Handle]bool{}
 	}
-	seen := make(map[*scheduler.Handle]bool, len(snap.Endpoints))
+	seen := pb.seen
+	clear(seen)
 	for i := range snap.Endpoints {
 		e := &snap.Endpoints[i]
 		seen[e.H] = true

@@ -297,6 +297,16 @@ func TestPoolFileDiscovery(t *testing.T) {
 	s1, s2, s3 := newFakeServer(t, 1, 0, 0), newFakeServer(t, 2, 0, 0), newFakeServer(t, 3, 0, 0)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "endpoints.yaml")
+	writeRaw := func(content string) {
+		// Write and rename so the poller never sees a half-written file.
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+	}
 	write := func(ts ...*fakeServer) {
 		var b strings.Builder
 		for _, s := range ts {
@@ -306,14 +316,7 @@ func TestPoolFileDiscovery(t *testing.T) {
 		if len(ts) == 0 {
 			b.WriteString("[]\n")
 		}
-		// Write and rename so the poller never sees a half-written file.
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			t.Fatal(err)
-		}
+		writeRaw(b.String())
 	}
 	write(s1, s2)
 	src := &FileSource{Path: path, Poll: 10 * time.Millisecond, Logger: testLogger(t)}
@@ -346,9 +349,7 @@ func TestPoolFileDiscovery(t *testing.T) {
 	}
 
 	// Bad content keeps the last good list and says where the problem is.
-	if err := os.WriteFile(path, []byte("- address: 10.0.0.1\n  port: 8000\n- address: 10.0.0.2\n  prot: 8000\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeRaw("- address: 10.0.0.1\n  port: 8000\n- address: 10.0.0.2\n  prot: 8000\n")
 	eventually(t, "file error", func() bool { return src.Err() != nil })
 	if err := src.Err().Error(); !strings.Contains(err, "endpoints.yaml:4") || !strings.Contains(err, `"prot"`) {
 		t.Fatalf("error %q: want the line (4) and the field (prot)", err)
@@ -356,6 +357,13 @@ func TestPoolFileDiscovery(t *testing.T) {
 	time.Sleep(30 * time.Millisecond)
 	if n := sched.Snapshot().Len(); n != 2 || state(sched, hp2).H != h2 {
 		t.Fatalf("after a bad file: %d endpoints; want the last good 2 with s2's handle", n)
+	}
+
+	// A truncated (empty) file is taken for a half-written one: no change.
+	writeRaw("")
+	eventually(t, "empty-file error", func() bool { return src.Err() != nil && strings.Contains(src.Err().Error(), "empty file") })
+	if n := sched.Snapshot().Len(); n != 2 {
+		t.Fatalf("after an empty file: %d endpoints; want the last good 2", n)
 	}
 
 	write()
@@ -413,3 +421,22 @@ func TestPoolEngineLabelErrors(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func TestWaitReadyEndsOnClose(t *testing.T) {
+	p := NewPool(scheduler.New(nil), Static(nil), fastOptions(t))
+	done := make(chan error, 1)
+	go func() { done <- p.WaitReady(context.Background()) }()
+	time.Sleep(20 * time.Millisecond)
+	if p.Ready() {
+		t.Fatal("an empty pool is ready")
+	}
+	p.Close()
+	select {
+	case err := <-done:
+		if err != ErrClosed {
+			t.Fatalf("WaitReady = %v; want ErrClosed", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("WaitReady still blocked after Close")
+	}
+}
