@@ -1,0 +1,70 @@
+// Command epp is fastepp's endpoint picker: an Envoy ext_proc server that a
+// Gateway API Inference Extension gateway calls for every request, and which
+// answers with the model-server endpoint to use. It is a drop-in for the GIE
+// EPP (same flags, EndpointPickerConfig, wire keys and metric names); see
+// --help. Pools come from --endpoints or --endpoints-file (Kubernetes
+// discovery arrives in a later release).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, nil))
+}
+
+// run is main without the process: it returns the exit code. ready, when not
+// nil, receives the bound addresses once every listener is up (tests).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready chan<- addrs) int {
+	o, err := parseFlags(args, stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "epp: %v\n(see epp --help)\n", err)
+		return 2
+	}
+	log := newLogger(o, stderr)
+	loaded, err := loadConfig(o)
+	if err != nil {
+		fmt.Fprintf(stderr, "epp: %v\n", err)
+		return 1
+	}
+	for _, n := range loaded.Notes {
+		log.Warn(n)
+	}
+	if o.checkConfig {
+		_, _ = stdout.Write(loaded.Effective)
+		return 0
+	}
+	if err := serve(ctx, o, loaded, log, ready); err != nil {
+		log.Error("epp stopped", "err", err)
+		fmt.Fprintf(stderr, "epp: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// newLogger maps GIE's -v levels onto slog: 4 and above is debug.
+func newLogger(o *options, w io.Writer) *slog.Logger {
+	lvl := slog.LevelInfo
+	if o.verbosity >= 4 {
+		lvl = slog.LevelDebug
+	}
+	hopts := &slog.HandlerOptions{Level: lvl}
+	if o.logFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, hopts))
+	}
+	return slog.New(slog.NewJSONHandler(w, hopts))
+}

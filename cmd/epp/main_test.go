@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+func TestFlagErrors(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--no-such-flag"}, "flag provided but not defined: -no-such-flag"},
+		{[]string{"--total-queued-requests-metric=vllm:num_requests_waiting"}, "engineConfigs"},
+		{[]string{"--lora-info-metric", "x"}, "--lora-info-metric was removed"},
+		{[]string{"--config-file", "a", "--config-text", "b", "--check-config"}, "expected at most one, found both"},
+		{[]string{"--endpoints", "10.0.0.1:8000", "--request-body-mode", "chunked"}, `expected auto, streamed or buffered, found "chunked"`},
+		{[]string{"--endpoints", "10.0.0.1:8000", "--zap-encoder", "xml"}, "--zap-encoder: expected json or console"},
+		{[]string{"--endpoints", "10.0.0.1:8000", "--refresh-metrics-interval", "0s"}, "--refresh-metrics-interval: expected a positive duration"},
+		{[]string{}, "no pool: expected --endpoints"},
+		{[]string{"--pool-name", "p"}, "Kubernetes discovery is not available"},
+		{[]string{"--endpoints", "a", "--endpoints-file", "b"}, "expected one pool source, found both"},
+		{[]string{"--endpoints", "10.0.0.1:8000", "stray"}, `unexpected argument "stray"`},
+	}
+	for _, tc := range cases {
+		var out, errb bytes.Buffer
+		code := run(context.Background(), tc.args, &out, &errb, nil)
+		if code != 2 || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit 2 and %q", tc.args, code, errb.String(), tc.want)
+		}
+	}
+}
+
+func TestHelp(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"--help"}, &out, &errb, nil); code != 0 {
+		t.Fatalf("--help exit %d", code)
+	}
+	for _, f := range []string{"--endpoints", "-grpc-port", "-config-file", "-check-config", "-request-body-mode"} {
+		if !strings.Contains(out.String(), f) {
+			t.Errorf("--help does not mention %s", f)
+		}
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte("plugins:\n- type: queue-scorer\n"), 0o644)
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("plugins:\n- type: queue-scorer\n  parameters: {x: 1}\n"), 0o644)
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"--check-config", "--config-file", good}, &out, &errb, nil); code != 0 {
+		t.Fatalf("good config: exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "pluginRef: max-score-picker") || !strings.Contains(out.String(), "kind: EndpointPickerConfig") {
+		t.Errorf("effective config lacks the defaulted picker:\n%s", out.String())
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run(context.Background(), []string{"--check-config", "--config-file", bad}, &out, &errb, nil); code != 1 {
+		t.Fatalf("bad config: exit %d", code)
+	}
+	if !strings.Contains(errb.String(), `unknown parameter "x"`) || !strings.Contains(errb.String(), "bad.yaml") {
+		t.Errorf("bad config error: %q", errb.String())
+	}
+}
+
+const metricsPage = `# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{model_name="m"} %d
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{model_name="m"} 1
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{model_name="m"} 0.25
+`
+
+// TestServeEndToEnd starts epp on loopback against two metrics servers,
+// waits for readiness, routes one request over a real gRPC stream, reads
+// /metrics, then shuts down like SIGTERM.
+func TestServeEndToEnd(t *testing.T) {
+	var eps []string
+	for i := 0; i < 2; i++ {
+		waiting := i * 10 // the second endpoint is busy
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, metricsPage, waiting)
+		}))
+		defer srv.Close()
+		eps = append(eps, strings.TrimPrefix(srv.URL, "http://"))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan addrs, 1)
+	done := make(chan int, 1)
+	var logs bytes.Buffer
+	go func() {
+		done <- run(ctx, []string{
+			"--endpoints", strings.Join(eps, ","), "--bind-address", "127.0.0.1",
+			"--grpc-port", "0", "--grpc-health-port", "0", "--metrics-port", "0",
+			"--secure-serving=false", "--refresh-metrics-interval", "20ms", "--shutdown-grace-period", "2s",
+		}, io.Discard, &syncWriter{w: &logs}, ready)
+	}()
+	var a addrs
+	select {
+	case a = <-ready:
+	case code := <-done:
+		t.Fatalf("epp exited %d: %s", code, logs.String())
+	case <-time.After(10 * time.Second):
+		t.Fatal("epp did not start")
+	}
+
+	hc, err := grpc.NewClient(a.health, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Close()
+	health := healthpb.NewHealthClient(hc)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		r, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: "readiness"})
+		if err == nil && r.Status == healthpb.HealthCheckResponse_SERVING {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("readiness never SERVING: %v %v", r, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if r, err := health.Check(ctx, &healthpb.HealthCheckRequest{Service: "liveness"}); err != nil || r.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("liveness: %v %v", r, err)
+	}
+	time.Sleep(100 * time.Millisecond) // a scrape of both endpoints
+
+	conn, err := grpc.NewClient(a.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for i := 0; i < 3; i++ {
+		dest := routeOnce(t, conn, `{"model":"m","prompt":"hello world"}`)
+		if dest != eps[0] {
+			t.Errorf("request %d routed to %s, want the idle endpoint %s", i, dest, eps[0])
+		}
+	}
+
+	resp, err := http.Get("http://" + a.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, name := range []string{"inference_pool_ready_pods 2", "inference_objective_request_total", "inference_extension_scheduler_e2e_duration_seconds", "fastepp_endpoint_scrape_duration_seconds", "inference_extension_prefix_indexer_size", "fastepp_endpoint_inflight_requests"} {
+		if !bytes.Contains(body, []byte(name)) {
+			t.Errorf("/metrics lacks %q", name)
+		}
+	}
+	cancel() // SIGTERM
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit %d after shutdown: %s", code, logs.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("epp did not stop")
+	}
+}
+
+// routeOnce plays Envoy in FULL_DUPLEX_STREAMED mode and returns the chosen endpoint.
+func routeOnce(t *testing.T, conn *grpc.ClientConn, body string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := extprocv3.NewExternalProcessorClient(conn).Process(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdrs := &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+		{Key: ":path", RawValue: []byte("/v1/completions")},
+		{Key: ":method", RawValue: []byte("POST")},
+		{Key: "content-type", RawValue: []byte("application/json")},
+	}}
+	if err := st.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: hdrs}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: []byte(body), EndOfStream: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := r.GetRequestHeaders()
+	if h == nil {
+		t.Fatalf("first response %v, want request headers", r)
+	}
+	dest := ""
+	for _, o := range h.GetResponse().GetHeaderMutation().GetSetHeaders() {
+		if o.GetHeader().GetKey() == "x-gateway-destination-endpoint" {
+			dest = string(o.GetHeader().GetRawValue()) + o.GetHeader().GetValue()
+		}
+	}
+	md := r.GetDynamicMetadata().GetFields()["envoy.lb"].GetStructValue().GetFields()["x-gateway-destination-endpoint"].GetStringValue()
+	if md != dest {
+		t.Errorf("metadata %q differs from header %q", md, dest)
+	}
+	// Drain the body echo, then finish the response side.
+	for {
+		r, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.GetRequestBody().GetResponse().GetBodyMutation().GetStreamedResponse().GetEndOfStream() {
+			break
+		}
+	}
+	_ = st.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{}, EndOfStream: true}}})
+	_, _ = st.Recv()
+	_ = st.CloseSend()
+	return dest
+}
+
+// syncWriter serialises writes from the logger goroutines.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}

@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/fastepp/fastepp/config"
+	"github.com/fastepp/fastepp/endpoints"
+	"github.com/fastepp/fastepp/extproc"
+	"github.com/fastepp/fastepp/scheduler"
+	"github.com/fastepp/fastepp/scorers"
+)
+
+// addrs are the bound listener addresses (ports may be 0 in tests).
+type addrs struct{ grpc, health, metrics string }
+
+// healthServices are the names readiness answers for.
+var healthServices = []string{"", "readiness", "envoy.service.ext_proc.v3.ExternalProcessor"}
+
+func loadConfig(o *options) (*config.Loaded, error) {
+	var data []byte
+	switch {
+	case o.configFile != "":
+		b, err := os.ReadFile(o.configFile)
+		if err != nil {
+			return nil, fmt.Errorf("--config-file: %w", err)
+		}
+		data = b
+	case o.configText != "":
+		data = []byte(o.configText)
+	}
+	l, err := config.Load(data, scorers.NewRegistry())
+	if err != nil {
+		if o.configFile != "" {
+			return nil, fmt.Errorf("%s: %w", o.configFile, err)
+		}
+		return nil, err
+	}
+	return l, nil
+}
+
+// source builds the pool source from the flags, applying the config's
+// data-layer settings (metrics scheme/path, engine label and default).
+func source(o *options, l *config.Loaded, log *slog.Logger) (endpoints.Source, error) {
+	var src endpoints.Source
+	if o.endpoints != "" {
+		s, err := endpoints.ParseStatic(o.endpoints)
+		if err != nil {
+			return nil, err
+		}
+		src = s
+	} else {
+		if _, err := endpoints.ReadTargetsFile(o.endpointsFile); err != nil {
+			return nil, fmt.Errorf("--endpoints-file: %w", err)
+		}
+		src = &endpoints.FileSource{Path: o.endpointsFile, Logger: log}
+	}
+	ds := dataSettings{scheme: "http", path: "/metrics", engineKey: engineLabel, defaultEngine: "vllm"}
+	for _, p := range l.DataLayer {
+		scheme, path, _, key, def, ok := scorers.DataLayerSettings(p)
+		if !ok {
+			continue
+		}
+		if p.Type() == scorers.MetricsDataSourceType {
+			ds.scheme, ds.path = scheme, path
+		} else {
+			ds.engineKey, ds.defaultEngine = key, def
+		}
+	}
+	return &dataLayerSource{inner: src, ds: ds}, nil
+}
+
+const engineLabel = "inference.networking.k8s.io/engine-type"
+
+type dataSettings struct{ scheme, path, engineKey, defaultEngine string }
+
+// dataLayerSource applies the data-layer config to discovered targets.
+type dataLayerSource struct {
+	inner endpoints.Source
+	ds    dataSettings
+}
+
+func (d *dataLayerSource) Run(ctx context.Context, update func([]endpoints.Target)) error {
+	return d.inner.Run(ctx, func(ts []endpoints.Target) {
+		out := make([]endpoints.Target, len(ts))
+		for i, t := range ts {
+			if t.MetricsURL == "" && (d.ds.scheme != "http" || d.ds.path != "/metrics") {
+				t.MetricsURL = d.ds.scheme + "://" + t.HostPort() + d.ds.path
+			}
+			if _, ok := t.Labels[engineLabel]; !ok {
+				eng := d.ds.defaultEngine
+				if v, ok := t.Labels[d.ds.engineKey]; ok {
+					eng = v
+				}
+				if eng != "vllm" {
+					l := maps.Clone(t.Labels)
+					if l == nil {
+						l = map[string]string{}
+					}
+					l[engineLabel] = eng
+					t.Labels = l
+				}
+			}
+			out[i] = t
+		}
+		update(out)
+	})
+}
+
+func serve(ctx context.Context, o *options, l *config.Loaded, log *slog.Logger, ready chan<- addrs) error {
+	src, err := source(o, l, log)
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	sched := scheduler.New(l.Plan)
+	pm := newPoolMetrics(reg)
+	pool := endpoints.NewPool(sched, src, endpoints.Options{
+		RefreshInterval:    o.refreshMetricsInterval,
+		StalenessThreshold: o.metricsStalenessThreshold,
+		Logger:             log,
+		OnScrape:           pm.onScrape,
+	})
+	defer pool.Close()
+	pm.register(reg, pool, l.Plan)
+
+	xp, err := extproc.New(sched, extproc.Options{
+		BodyMode:            o.bodyMode,
+		MaxBodyBytes:        o.maxRequestBodySize,
+		Logger:              log,
+		Models:              o.modelList(),
+		DisableSubsetFilter: o.disableSubsetFilter,
+		Registerer:          reg,
+	})
+	if err != nil {
+		return err
+	}
+
+	gopts := extproc.GRPCServerOptions(o.maxRequestBodySize)
+	if o.secureServing {
+		tc, err := serverTLS(o.certPath)
+		if err != nil {
+			return err
+		}
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(tc)))
+	}
+	gs := grpc.NewServer(gopts...)
+	xp.Register(gs)
+
+	hs := health.NewServer()
+	for _, s := range healthServices {
+		hs.SetServingStatus(s, healthpb.HealthCheckResponse_NOT_SERVING)
+	}
+	hs.SetServingStatus("liveness", healthpb.HealthCheckResponse_SERVING)
+	hg := grpc.NewServer()
+	healthpb.RegisterHealthServer(hg, hs)
+
+	gl, err := net.Listen("tcp", net.JoinHostPort(o.bindAddress, strconv.Itoa(o.grpcPort)))
+	if err != nil {
+		return fmt.Errorf("--grpc-port %d: %w", o.grpcPort, err)
+	}
+	hl, err := net.Listen("tcp", net.JoinHostPort(o.bindAddress, strconv.Itoa(o.grpcHealthPort)))
+	if err != nil {
+		gl.Close()
+		return fmt.Errorf("--grpc-health-port %d: %w", o.grpcHealthPort, err)
+	}
+	ml, err := net.Listen("tcp", net.JoinHostPort(o.bindAddress, strconv.Itoa(o.metricsPort)))
+	if err != nil {
+		gl.Close()
+		hl.Close()
+		return fmt.Errorf("--metrics-port %d: %w", o.metricsPort, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if o.enablePprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	hsrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	errc := make(chan error, 3)
+	go func() { errc <- gs.Serve(gl) }()
+	go func() { errc <- hg.Serve(hl) }()
+	go func() {
+		if err := hsrv.Serve(ml); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	// Readiness follows the pool: SERVING while it has endpoints.
+	readyCtx, stopReady := context.WithCancel(ctx)
+	defer stopReady()
+	go func() {
+		state := healthpb.HealthCheckResponse_NOT_SERVING
+		t := time.NewTicker(min(o.refreshMetricsInterval, 250*time.Millisecond))
+		defer t.Stop()
+		for {
+			want := healthpb.HealthCheckResponse_NOT_SERVING
+			if pool.Ready() && pool.Len() > 0 {
+				want = healthpb.HealthCheckResponse_SERVING
+			}
+			if want != state {
+				state = want
+				for _, s := range healthServices {
+					hs.SetServingStatus(s, want)
+				}
+				log.Info("readiness changed", "serving", want == healthpb.HealthCheckResponse_SERVING, "endpoints", pool.Len())
+			}
+			select {
+			case <-readyCtx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	log.Info("epp serving", "grpc", gl.Addr().String(), "health", hl.Addr().String(), "metrics", ml.Addr().String(),
+		"tls", o.secureServing, "profiles", len(l.Plan.Profiles), "bodyMode", o.bodyMode.String())
+	if ready != nil {
+		ready <- addrs{gl.Addr().String(), hl.Addr().String(), ml.Addr().String()}
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: no new streams, finishing open ones", "grace", o.gracePeriod, "open", xp.Open())
+	case serveErr = <-errc:
+	}
+	stopReady()
+	hs.Shutdown() // every service NOT_SERVING: the gateway stops sending
+	done := make(chan struct{})
+	go func() { gs.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(o.gracePeriod):
+		log.Warn("grace period over; closing open streams", "open", xp.Open())
+		gs.Stop()
+		<-done
+	}
+	hg.Stop()
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = hsrv.Shutdown(sctx)
+	return serveErr
+}
