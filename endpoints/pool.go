@@ -359,7 +359,8 @@ type publisher struct {
 	errs      []error
 	wasFresh  map[*scheduler.Handle]bool
 	seen      map[*scheduler.Handle]bool
-	allStale  bool
+	allStale  bool // warned that every endpoint is stale
+	everFresh bool
 	nextStale time.Time
 }
 
@@ -416,14 +417,17 @@ func (p *Pool) rebuild(pb *publisher) {
 			delete(pb.wasFresh, h)
 		}
 	}
-	if snap.AllStale != pb.allStale && snap.Len() > 0 {
-		if snap.AllStale {
-			log.Warn("no endpoint has fresh metrics; scoring uses all of them", "endpoints", snap.Len())
-		} else {
-			log.Info("endpoints have fresh metrics again", "ready", st.Ready)
-		}
+	// Warn when every endpoint went stale after some had been fresh (not at
+	// start-up, before the first scrapes land), and once when it ends.
+	switch {
+	case snap.AllStale && !pb.allStale && pb.everFresh:
+		log.Warn("no endpoint has fresh metrics; scoring uses all of them", "endpoints", snap.Len())
+		pb.allStale = true
+	case !snap.AllStale && pb.allStale:
+		log.Info("endpoints have fresh metrics again", "ready", st.Ready)
+		pb.allStale = false
 	}
-	pb.allStale = snap.AllStale
+	pb.everFresh = pb.everFresh || st.Ready > 0
 	if n := len(snap.Live); n > 0 {
 		for _, i := range snap.Live {
 			st.AvgKVUsage += snap.Endpoints[i].M.KVUsage

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -70,6 +71,38 @@ func testLogger(t *testing.T) *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// logCounter counts log records by message and "endpoint" attribute.
+type logCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *logCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (c *logCounter) WithAttrs([]slog.Attr) slog.Handler       { return c }
+func (c *logCounter) WithGroup(string) slog.Handler            { return c }
+func (c *logCounter) Handle(_ context.Context, r slog.Record) error {
+	key := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "endpoint" {
+			key += " " + a.Value.String()
+		}
+		return true
+	})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[string]int{}
+	}
+	c.n[key]++
+	return nil
+}
+
+func (c *logCounter) count(key string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[key]
 }
 
 func fastOptions(t *testing.T) Options {
@@ -198,7 +231,10 @@ func TestPoolFailingEndpointLeavesAndReturns(t *testing.T) {
 	a := newFakeServer(t, 1, 1, 0.1)
 	b := newFakeServer(t, 2, 2, 0.2)
 	sched := scheduler.New(nil)
-	p := NewPool(sched, Static{a.target(t), b.target(t)}, fastOptions(t))
+	logs := &logCounter{}
+	opt := fastOptions(t)
+	opt.Logger = slog.New(logs)
+	p := NewPool(sched, Static{a.target(t), b.target(t)}, opt)
 	defer assertNoPoolGoroutines(t)
 	defer p.Close()
 	ha, hb := a.target(t).HostPort(), b.target(t).HostPort()
@@ -215,11 +251,14 @@ func TestPoolFailingEndpointLeavesAndReturns(t *testing.T) {
 		return !e.Healthy && !e.Fresh && len(snap.Live) == 1 && !snap.AllStale
 	})
 	var st EndpointStat
-	for _, s := range p.EndpointStats() {
-		if s.Handle == h {
-			st = s
+	eventually(t, "several failed scrapes", func() bool {
+		for _, s := range p.EndpointStats() {
+			if s.Handle == h {
+				st = s
+			}
 		}
-	}
+		return st.ScrapeErrors >= 5
+	})
 	if st.ScrapeErrors == 0 || !strings.Contains(st.LastError, "expected HTTP 200, found 503") {
 		t.Fatalf("a's stat = %+v; want scrape errors and an HTTP 503 error", st)
 	}
@@ -234,6 +273,14 @@ func TestPoolFailingEndpointLeavesAndReturns(t *testing.T) {
 	})
 	if state(sched, ha).H != h {
 		t.Fatal("handle replaced after recovery")
+	}
+	// State changes are logged once, not per failed scrape.
+	if st.ScrapeErrors < 3 {
+		t.Fatalf("only %d failed scrapes; the test needs several", st.ScrapeErrors)
+	}
+	out, back := logs.count("endpoint out of scoring "+h.String()), logs.count("endpoint back in scoring "+h.String())
+	if out != 1 || back != 1 {
+		t.Fatalf("logged out-of-scoring %d times and back-in-scoring %d times; want once each (%v)", out, back, logs.n)
 	}
 
 	// Every endpoint failing: the snapshot falls back to all of them.
