@@ -79,8 +79,8 @@ func decodeRequest(body []byte) (*genRequest, *apiError) {
 	if req.StreamOptions != nil && !req.Stream {
 		return nil, badRequest("stream_options", "Stream options can only be defined when `stream=True`.")
 	}
-	if req.Temperature != nil && (*req.Temperature < 0 || *req.Temperature > 2) {
-		return nil, badRequest("temperature", "field \"temperature\": expected a number in [0, 2], found %g", *req.Temperature)
+	if req.Temperature != nil && *req.Temperature < 0 {
+		return nil, badRequest("temperature", "field \"temperature\": expected a number ≥ 0, found %g", *req.Temperature)
 	}
 	return &req, nil
 }

@@ -67,6 +67,7 @@ type Server struct {
 	addr    string
 	httpSrv *http.Server
 	down    bool
+	closed  bool // Close was called: no restart
 	timer   *time.Timer
 }
 
@@ -161,17 +162,9 @@ func (s *Server) Addr() string {
 // Close stops serving and the engine.
 func (s *Server) Close() {
 	s.mu.Lock()
-	if s.timer != nil {
-		s.timer.Stop()
-	}
-	srv := s.httpSrv
-	s.httpSrv = nil
-	s.down = true
-	s.mu.Unlock()
-	if srv != nil {
-		_ = srv.Close()
-	}
-	s.runner.Load().Stop()
+	defer s.mu.Unlock()
+	s.stopLocked()
+	s.closed = true
 }
 
 // Crash simulates a process crash: the listener and every connection close,
@@ -180,20 +173,28 @@ func (s *Server) Close() {
 // after that long, with an empty cache.
 func (s *Server) Crash(restartAfter time.Duration) {
 	s.mu.Lock()
-	srv := s.httpSrv
-	s.httpSrv = nil
-	s.down = true
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.stopLocked()
+	if restartAfter > 0 {
+		s.timer = time.AfterFunc(restartAfter, func() { _ = s.Restart() })
+	}
+}
+
+// stopLocked closes the listener, every connection and the engine; s.mu is held.
+// Handlers never take s.mu while they wait, so closing here cannot deadlock.
+func (s *Server) stopLocked() {
 	if s.timer != nil {
 		s.timer.Stop()
 		s.timer = nil
 	}
-	if restartAfter > 0 {
-		s.timer = time.AfterFunc(restartAfter, func() { _ = s.Restart() })
+	if s.httpSrv != nil {
+		_ = s.httpSrv.Close()
+		s.httpSrv = nil
 	}
-	s.mu.Unlock()
-	if srv != nil {
-		_ = srv.Close()
-	}
+	s.down = true
 	s.runner.Load().Stop()
 }
 
@@ -202,7 +203,7 @@ func (s *Server) Crash(restartAfter time.Duration) {
 func (s *Server) Restart() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.down {
+	if !s.down || s.closed {
 		return nil
 	}
 	s.eng.Reset(s.clock.Now())
