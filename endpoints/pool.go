@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/netip"
 	"sync"
@@ -289,6 +290,7 @@ func (p *Pool) runScraper(ctx context.Context, m *member, s *scraper) {
 	defer p.wg.Done()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	first := true
 	for {
 		select {
 		case <-ctx.Done():
@@ -324,7 +326,13 @@ func (p *Pool) runScraper(ctx context.Context, m *member, s *scraper) {
 		if p.opt.OnScrape != nil {
 			p.opt.OnScrape(m.h, took, err)
 		}
-		timer.Reset(max(p.opt.RefreshInterval-took, p.opt.RefreshInterval/10))
+		next := max(p.opt.RefreshInterval-took, p.opt.RefreshInterval/10)
+		if first {
+			// Spread the endpoints' phases so scrapes do not land in bursts.
+			next = rand.N(p.opt.RefreshInterval) + 1
+			first = false
+		}
+		timer.Reset(next)
 	}
 }
 
