@@ -117,7 +117,7 @@ func newScriptedServer(t testing.TB, s script) (*httptest.Server, *atomic.Int64)
 
 func testConfig(url string, extra string) *Config {
 	y := fmt.Sprintf(`
-load: {type: constant, stages: [{rate: 20, duration: 1}], seed: 7}
+load: {type: constant, stages: [{rate: 40, duration: 0.5}], seed: 7}
 api: {type: completion, streaming: true}
 server: {base_url: %s, model_name: m, ignore_eos: true}
 data: {type: random, input_distribution: {mean: 20, std_dev: 0, min: 20, max: 20}, output_distribution: {mean: 6, std_dev: 0, min: 6, max: 6}}
