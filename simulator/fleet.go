@@ -17,8 +17,9 @@ import (
 // ServerSpec is one server's settings as a fleet file (or the command line)
 // states them, before profiles are resolved.
 type ServerSpec struct {
-	Count                int      `yaml:"count"` // servers in a group (groups only; default 1)
-	Model                string   `yaml:"model"` // served model name (default: the profile's served_name)
+	Count                int      `yaml:"count"`  // servers in a group (groups only; default 1)
+	Engine               string   `yaml:"engine"` // /metrics names: vllm (default) or sglang
+	Model                string   `yaml:"model"`  // served model name (default: the profile's served_name)
 	ModelProfile         string   `yaml:"model_profile"`
 	GPU                  string   `yaml:"gpu"`
 	TensorParallelSize   int      `yaml:"tensor_parallel_size"`
@@ -42,7 +43,7 @@ type ServerSpec struct {
 // DefaultSpec is a single Llama-3.1-8B server on an MI300X with vLLM's defaults.
 func DefaultSpec() ServerSpec {
 	return ServerSpec{
-		Count: 1, ModelProfile: "llama-3.1-8b", GPU: "mi300x", TensorParallelSize: 1,
+		Count: 1, Engine: "vllm", ModelProfile: "llama-3.1-8b", GPU: "mi300x", TensorParallelSize: 1,
 		MaxNumSeqs: 256, MaxNumBatchedTokens: 8192, BlockSize: 16, GPUMemoryUtilization: 0.9,
 		EnablePrefixCaching: true, MaxLoRAs: 1, DefaultMaxTokens: 128,
 		Namespace: "default", Hostname: "sim-node", Faults: Faults{LatencyMultiplier: 1},
@@ -79,8 +80,9 @@ func (sp ServerSpec) Resolve(p *engine.Profiles, name string, seed uint64) (Conf
 		return Config{}, fmt.Errorf("lora_load_ms: expected ≥ 0, found %g", sp.LoRALoadMS)
 	}
 	return Config{
-		Name:      name,
-		ModelName: sp.Model,
+		Name:          name,
+		ModelName:     sp.Model,
+		MetricsFlavor: sp.Engine,
 		Engine: engine.Config{
 			GPU: g, Model: m, TensorParallel: sp.TensorParallelSize,
 			MaxNumSeqs: sp.MaxNumSeqs, MaxNumBatchedTokens: sp.MaxNumBatchedTokens, BlockSize: sp.BlockSize,

@@ -111,6 +111,36 @@ func (s *Server) vllmFamilies(st engine.Stats, nowUnix float64) []*dto.MetricFam
 	return out
 }
 
+// sglangFamilies renders the snapshot with SGLang's names (label model_name),
+// for --engine sglang; the picker's data layer reads num_queue_reqs,
+// num_running_reqs, token_usage and cache_config_info{page_size,num_pages}.
+func (s *Server) sglangFamilies(st engine.Stats) []*dto.MetricFamily {
+	lp := labels("model_name", s.cfg.ModelName)
+	g, c, h := dto.MetricType_GAUGE, dto.MetricType_COUNTER, dto.MetricType_HISTOGRAM
+	hit := 0.0
+	if st.PrefixQueries > 0 {
+		hit = float64(st.PrefixHits) / float64(st.PrefixQueries)
+	}
+	fams := []family{
+		newFamily("sglang:num_running_reqs", "The number of running requests.", g).gauge(float64(st.Running), lp),
+		newFamily("sglang:num_queue_reqs", "The number of requests in the waiting queue.", g).gauge(float64(st.Waiting), lp),
+		newFamily("sglang:token_usage", "The token usage", g).gauge(st.KVUsage, lp),
+		newFamily("sglang:cache_hit_rate", "The cache hit rate", g).gauge(hit, lp),
+		newFamily("sglang:prompt_tokens_total", "Number of prefill tokens processed.", c).counter(float64(st.PromptTokens), lp),
+		newFamily("sglang:generation_tokens_total", "Number of generation tokens processed.", c).counter(float64(st.GenerationTokens), lp),
+		newFamily("sglang:time_to_first_token_seconds", "Histogram of time to first token in seconds.", h).histogram(st.TTFT, lp),
+		newFamily("sglang:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", h).histogram(st.ITL, lp),
+		newFamily("sglang:e2e_request_latency_seconds", "Histogram of End-to-end request latency in seconds", h).histogram(st.E2E, lp),
+		newFamily("sglang:cache_config_info", "Cache configuration", g).gauge(1, labels(
+			"model_name", s.cfg.ModelName, "page_size", strconv.Itoa(st.BlockSize), "num_pages", strconv.Itoa(st.NumGPUBlocks))),
+	}
+	out := make([]*dto.MetricFamily, len(fams))
+	for i, f := range fams {
+		out[i] = f.mf
+	}
+	return out
+}
+
 func pyBool(b bool) string {
 	if b {
 		return "True"

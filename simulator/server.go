@@ -32,6 +32,9 @@ type Config struct {
 	ModelName string
 	// Engine sizes the simulated vLLM engine (GPU and model profiles included).
 	Engine engine.Config
+	// MetricsFlavor names the /metrics dialect: "vllm" (default, vLLM V1) or
+	// "sglang" (SGLang's names). The behaviour is vLLM's either way.
+	MetricsFlavor string
 	// LoRAAdapters are extra model ids served as adapters of ModelName.
 	LoRAAdapters []string
 	// DefaultMaxTokens is the generation length of chat requests without
@@ -88,6 +91,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Hostname == "" {
 		cfg.Hostname = "sim-node"
+	}
+	switch cfg.MetricsFlavor {
+	case "":
+		cfg.MetricsFlavor = "vllm"
+	case "vllm", "sglang":
+	default:
+		return nil, fmt.Errorf("engine (metrics flavour): expected vllm or sglang, found %q", cfg.MetricsFlavor)
 	}
 	if cfg.DefaultMaxTokens == 0 {
 		cfg.DefaultMaxTokens = 128
@@ -538,7 +548,11 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request, vllm, gpu 
 	st := s.eng.Stats()
 	now := s.clock.Now()
 	fams := s.gpuFamilies(st, now)
-	if vllm {
+	switch {
+	case !vllm:
+	case s.cfg.MetricsFlavor == "sglang":
+		fams = append(s.sglangFamilies(st), fams...)
+	default:
 		fams = append(s.vllmFamilies(st, float64(time.Now().UnixNano())/1e9), fams...)
 	}
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")

@@ -56,7 +56,7 @@ Flags:
 
 // fleetFlags are the per-server flags a fleet file replaces.
 var fleetFlags = []string{
-	"servers", "model", "gpu", "model-profile", "tensor-parallel-size", "max-num-seqs", "max-num-batched-tokens",
+	"servers", "engine", "model", "gpu", "model-profile", "tensor-parallel-size", "max-num-seqs", "max-num-batched-tokens",
 	"block-size", "gpu-memory-utilization", "num-gpu-blocks", "max-model-len", "enable-prefix-caching",
 	"lora-adapters", "max-loras", "lora-load-ms", "max-waiting", "default-max-tokens", "namespace", "hostname",
 	"error-rate", "latency-multiplier", "metrics-delay-ms", "metrics-error-rate",
@@ -70,6 +70,7 @@ func run(args []string, stdout, stderr io.Writer, wait func()) int {
 	servers := fs.Int("servers", 1, "number of servers to run (ports base-port … base-port+N−1)")
 	basePort := fs.Int("base-port", 8000, "port of the first server; 0 picks free ports")
 	fs.StringVar(&sp.Model, "model", "", "model name clients send and /v1/models lists (default: the model profile's served_name)")
+	fs.StringVar(&sp.Engine, "engine", d.Engine, "metric names /metrics publishes: vllm (vLLM V1) or sglang (SGLang); the engine model is the same")
 	fs.StringVar(&sp.GPU, "gpu", d.GPU, "GPU profile: mi300x, mi325x, mi355x, h100, h200 (or one added with --profiles)")
 	fs.StringVar(&sp.ModelProfile, "model-profile", d.ModelProfile, "model profile: llama-3.1-8b, llama-3.1-70b, qwen3-32b (or one added with --profiles)")
 	fs.IntVar(&sp.TensorParallelSize, "tensor-parallel-size", d.TensorParallelSize, "GPUs per server; compute, bandwidth and memory scale with it (communication is not modelled)")

@@ -36,9 +36,14 @@ func (c *VirtualClock) AdvanceTo(t time.Duration) {
 	}
 }
 
+// MaxLag is how far a Runner may fall behind the modelled timeline before it
+// re-anchors it to the present. Below it, steps stay chained on the model's
+// timeline (a late wake-up delays one emission, not the model); above it, the
+// lost time is counted in Stats.Lag instead of being replayed as a burst.
+const MaxLag = 2 * time.Millisecond
+
 // Runner drives an engine in real time: one goroutine plans a step, sleeps
-// until the step's modelled end, and completes it. Steps are chained on the
-// modelled timeline, so a late wake-up delays the emission but not the model.
+// until the step's modelled end, and completes it.
 type Runner struct {
 	e     *Engine
 	clock *RealClock
@@ -53,6 +58,7 @@ func Start(e *Engine, clock *RealClock) *Runner {
 	r := &Runner{e: e, clock: clock, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	e.mu.Lock()
 	e.lastEnd = clock.Now()
+	e.maxLag = MaxLag
 	e.mu.Unlock()
 	go r.loop()
 	return r

@@ -155,6 +155,7 @@ type Engine struct {
 	kvPerToken  float64
 	overhead    time.Duration
 	latencyMul  float64
+	maxLag      time.Duration // real time only: re-anchor the timeline when the driver is this late
 
 	kv         *kvCache
 	waiting    []*Request
@@ -184,7 +185,7 @@ type counters struct {
 	prefixQueries, prefixHits, preemptions uint64
 	promptTokens, generationTokens         uint64
 	success                                [4]uint64
-	busy, memBusy                          time.Duration
+	busy, memBusy, lag                     time.Duration
 	ttft, itl, e2e, queue                  *Histogram
 	promptLen, genLen                      *Histogram
 }
@@ -381,6 +382,13 @@ func (e *Engine) plan(now time.Duration) *Step {
 	start := e.lastEnd
 	if len(e.running) == 0 {
 		start = max(start, min(e.waiting[0].Arrival, now))
+	}
+	// A driver starved of CPU for longer than maxLag does not replay the
+	// missed steps back to back (clients would see a burst of tokens); the
+	// timeline moves to now and the skipped time is counted as lag.
+	if e.maxLag > 0 && now-start > e.maxLag {
+		e.st.lag += now - start
+		start = now
 	}
 	bs := e.cfg.BlockSize
 	s := &e.step

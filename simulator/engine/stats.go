@@ -83,6 +83,9 @@ type Stats struct {
 	// Busy is the cumulative modelled GPU time; MemBusy the part of it in
 	// memory-bound steps.
 	Busy, MemBusy time.Duration
+	// Lag is the cumulative time a real-time driver fell behind the model by
+	// more than MaxLag and re-anchored the timeline (0 in virtual time).
+	Lag time.Duration
 	// WeightBytes and KVBlockBytes size the simulated VRAM.
 	WeightBytes, ReserveBytes, KVBlockBytes float64
 }
@@ -106,7 +109,7 @@ func (e *Engine) Stats() Stats {
 		PromptLen: e.st.promptLen.clone(), GenerationLen: e.st.genLen.clone(),
 		RunningLoRAs: distinctLoRAs(e.running), WaitingLoRAs: distinctLoRAs(e.waiting),
 		MaxLoRAs: e.cfg.MaxLoRAs,
-		Busy:     e.st.busy, MemBusy: e.st.memBusy,
+		Busy:     e.st.busy, MemBusy: e.st.memBusy, Lag: e.st.lag,
 		WeightBytes:  e.weightBytes,
 		ReserveBytes: e.cfg.Model.ReserveGB * 1e9 * float64(e.cfg.TensorParallel),
 		KVBlockBytes: e.kvPerToken * float64(e.cfg.BlockSize),
