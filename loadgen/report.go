@@ -23,7 +23,7 @@ var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#
 // svgLineChart renders series as an inline SVG line chart with axes, ticks
 // and a legend. It needs no script and no network.
 func svgLineChart(title, xLabel, yLabel string, ss []series, logX bool) template.HTML {
-	const W, H, L, R, T, B = 640, 300, 64, 16, 28, 44
+	const W, H, L, R, T, B = 640, 310, 64, 16, 44, 44
 	var xmin, xmax, ymin, ymax = math.Inf(1), math.Inf(-1), 0.0, math.Inf(-1)
 	n := 0
 	for _, s := range ss {
@@ -67,6 +67,10 @@ func svgLineChart(title, xLabel, yLabel string, ss []series, logX bool) template
 	var xt []float64
 	if logX {
 		xt = []float64{0, 50, 90, 99, 99.9}
+	} else if xmax-xmin <= 10 && xmin == math.Trunc(xmin) && xmax == math.Trunc(xmax) {
+		for x := xmin; x <= xmax; x++ {
+			xt = append(xt, x)
+		}
 	} else {
 		for i := 0; i <= 5; i++ {
 			xt = append(xt, xmin+(xmax-xmin)*float64(i)/5)
@@ -94,7 +98,7 @@ func svgLineChart(title, xLabel, yLabel string, ss []series, logX bool) template
 			}
 		}
 		fmt.Fprintf(&b, `<rect x="%d" y="%d" width="10" height="10" fill="%s"/><text x="%d" y="%d" font-size="11">%s</text>`,
-			L+8+i*150, T+6, c, L+22+i*150, T+15, template.HTMLEscapeString(s.Name))
+			L+i*150, T-16, c, L+14+i*150, T-7, template.HTMLEscapeString(s.Name))
 	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String())

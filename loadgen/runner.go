@@ -36,10 +36,6 @@ type Options struct {
 const spinBelow = 1500 * time.Microsecond
 
 var spinMode = func() int { v, _ := strconv.Atoi(os.Getenv("LG_SPIN")); return v }()
-var spinT = func() time.Duration { v, _ := time.ParseDuration(os.Getenv("LG_SPINT")); return v }()
-
-func spinThreshold() time.Duration { return spinT }
-
 var resultPool = sync.Pool{New: func() any { return &Result{ITLs: make([]time.Duration, 0, 256)} }}
 
 func getResult() *Result {
@@ -169,12 +165,62 @@ func Run(ctx context.Context, cfg *Config, opt Options) (*Summary, error) {
 
 // runOpen sends on schedule whatever the server does: every request gets its
 // own goroutine, so a slow server never delays the next send.
+type job struct {
+	req     Request
+	planned time.Time
+	at      time.Duration
+}
+
+// waitUntil blocks until t (or ctx ends): a runtime timer for long waits,
+// then nanosleep(2) for the last stretch (runtime timers can fire up to
+// ~1 ms late when the process is idle), then a short spin.
+func waitUntil(ctx context.Context, timer *time.Timer, t time.Time) {
+	for {
+		d := time.Until(t)
+		switch {
+		case d <= 0:
+			return
+		case d > spinBelow:
+			timer.Reset(d - spinBelow + 500*time.Microsecond)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				timer.Stop()
+				return
+			}
+		case spinMode == 1:
+			runtime.Gosched()
+		case spinMode == 0:
+			timer.Reset(d)
+			<-timer.C
+		case d > 100*time.Microsecond:
+			osSleep(d - 60*time.Microsecond)
+		}
+	}
+}
+
+// runOpen sends on schedule whatever the server does. The dispatcher hands
+// each request to an idle sender goroutine, or starts a new one when all
+// are busy, so a slow server never delays the next send; senders are reused
+// so their grown stacks are too.
 func (r *run) runOpen(ctx context.Context, sched schedule, start time.Time) {
 	var wg sync.WaitGroup
 	var inFlight atomic.Int64
 	limit := int64(r.cfg.Load.MaxInFlight)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	jobs := make(chan job)
+	sender := func(j job) {
+		defer wg.Done()
+		for {
+			r.send(r.ctxs[j.req.Stage], &j.req, j.planned, j.at)
+			inFlight.Add(-1)
+			var ok bool
+			if j, ok = <-jobs; !ok {
+				return
+			}
+		}
+	}
 	var i int64
 	for ctx.Err() == nil {
 		a, ok := sched.next()
@@ -189,30 +235,7 @@ func (r *run) runOpen(ctx context.Context, sched schedule, start time.Time) {
 		req.Stage = a.stage
 		i++
 		planned := start.Add(a.at)
-		for {
-			d := time.Until(planned)
-			if d <= 0 {
-				break
-			}
-			if d > spinThreshold() {
-				timer.Reset(d - spinThreshold())
-				select {
-				case <-timer.C:
-				case <-ctx.Done():
-					timer.Stop()
-				}
-				if ctx.Err() != nil {
-					break
-				}
-				continue
-			}
-			if spinMode == 1 {
-				runtime.Gosched()
-			}
-			if spinMode >= 3 && d > 80*time.Microsecond {
-				osSleep(d - 70*time.Microsecond)
-			}
-		}
+		waitUntil(ctx, timer, planned)
 		if ctx.Err() != nil {
 			break
 		}
@@ -221,16 +244,18 @@ func (r *run) runOpen(ctx context.Context, sched schedule, start time.Time) {
 			continue
 		}
 		inFlight.Add(1)
-		wg.Add(1)
-		go func(req Request, planned time.Time, at time.Duration) {
-			defer wg.Done()
-			defer inFlight.Add(-1)
-			r.send(r.ctxs[req.Stage], &req, planned, at)
-		}(req, planned, a.at)
+		j := job{req: req, planned: planned, at: a.at}
+		select {
+		case jobs <- j:
+		default:
+			wg.Add(1)
+			go sender(j)
+		}
 		if spinMode == 4 {
 			runtime.Gosched()
 		}
 	}
+	close(jobs)
 	wg.Wait()
 }
 
