@@ -171,3 +171,22 @@ func TestConnectionRefusedCounted(t *testing.T) {
 		t.Errorf("failed %d errors %v, want 5 connection_refused", sum.Requests.Failed, sum.Errors)
 	}
 }
+
+func TestNonStreaming(t *testing.T) {
+	srv, _ := newScriptedServer(t, script{ttft: 10 * time.Millisecond, itl: 2 * time.Millisecond})
+	cfg := testConfig(srv.URL, "")
+	f := false
+	cfg.API.Streaming = &f
+	cfg.Load.Stages = []Stage{{Rate: 50, Duration: Duration(100 * time.Millisecond)}}
+	sum, err := Run(context.Background(), cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Requests.Completed != 5 || sum.TTFT.Count != 0 || sum.Tokens.Output != 30 || sum.Tokens.Estimated {
+		t.Errorf("completed %d, ttft count %d, output tokens %d (estimated %v); want 5, 0, 30 from usage",
+			sum.Requests.Completed, sum.TTFT.Count, sum.Tokens.Output, sum.Tokens.Estimated)
+	}
+	if e := sum.E2E.P50; e < 0.019 || e > 0.030 {
+		t.Errorf("e2e p50 %.1f ms, want ≈ 20 ms", e*1000)
+	}
+}

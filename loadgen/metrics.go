@@ -74,8 +74,8 @@ func (s *stageStats) merge(o *stageStats) {
 	}
 }
 
-// second is one second of the run's timeline (for the report's charts).
-type second struct {
+// TimelineSecond is one second of the run's timeline (for the report's charts).
+type TimelineSecond struct {
 	Sent, Completed, Failed int64
 	OutputTokens            int64
 	TTFTSumUS               int64
@@ -92,7 +92,7 @@ type Recorder struct {
 	slo      SLOConfig
 	start    time.Time
 	stages   []*stageStats
-	timeline []second
+	timeline []TimelineSecond
 	inFlight int64
 	// window feeds the early-stop detector and live progress.
 	winTTFTSum, winTTFTN, winDone, winFail int64
@@ -107,13 +107,13 @@ func NewRecorder(n int, slo SLOConfig, start time.Time) *Recorder {
 	return r
 }
 
-func (r *Recorder) sec(t time.Time) *second {
+func (r *Recorder) sec(t time.Time) *TimelineSecond {
 	i := int(t.Sub(r.start) / time.Second)
 	if i < 0 || i >= maxTimeline {
 		return nil
 	}
 	for len(r.timeline) <= i {
-		r.timeline = append(r.timeline, second{})
+		r.timeline = append(r.timeline, TimelineSecond{})
 	}
 	return &r.timeline[i]
 }

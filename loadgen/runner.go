@@ -80,6 +80,7 @@ func Run(ctx context.Context, cfg *Config, opt Options) (*Summary, error) {
 	r := &run{cfg: cfg, opt: opt, gen: gen, client: opt.Client}
 	if r.client == nil {
 		r.client = NewClient(cfg)
+		defer r.client.HTTP.CloseIdleConnections()
 	}
 	if opt.CSV != nil {
 		r.csv = newCSVWriter(opt.CSV)

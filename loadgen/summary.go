@@ -77,7 +77,7 @@ type Summary struct {
 	Stages       []StageSummary    `json:"stages"`
 	Definitions  map[string]string `json:"definitions"`
 	// Timeline is per-second activity for charts (not part of the stable schema).
-	Timeline []second `json:"-"`
+	Timeline []TimelineSecond `json:"-"`
 	// Dists keeps latency distributions for charts.
 	Dists map[string][][2]float64 `json:"-"`
 }
@@ -175,7 +175,7 @@ func buildSummary(cfg *Config, rec *Recorder, metas []stageMeta) *Summary {
 		req = plannedSends / planned.Seconds()
 	}
 	sum.Figures = figuresOf(total, rec.start, planned, req, pcts)
-	sum.Timeline = append([]second(nil), rec.timeline...)
+	sum.Timeline = append([]TimelineSecond(nil), rec.timeline...)
 	sum.Dists = map[string][][2]float64{}
 	sum.Dists["ttft"] = cdf(total.ttft)
 	sum.Dists["e2e"] = cdf(total.e2e)

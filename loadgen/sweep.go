@@ -201,12 +201,12 @@ func judge(rate float64, sum *Summary, slo SLOConfig, window time.Duration) Prob
 
 // ttftDrift reports latency that kept growing through a stage: the mean
 // TTFT of the last quarter of the seconds is over twice the first quarter's.
-func ttftDrift(tl []second) string {
+func ttftDrift(tl []TimelineSecond) string {
 	if len(tl) < 8 {
 		return ""
 	}
 	q := len(tl) / 4
-	mean := func(s []second) float64 {
+	mean := func(s []TimelineSecond) float64 {
 		var sum, n int64
 		for _, x := range s {
 			sum += x.TTFTSumUS
