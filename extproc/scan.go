@@ -198,15 +198,12 @@ const (
 	hi8 = 0x8080808080808080
 )
 
-// special reports whether any of the 8 bytes in x is a quote, a backslash or
-// a control character (< 0x20).
-func special(x uint64) bool {
-	ctl := (x - lo8*0x20) & ^x & hi8
+// specialMask is non-zero when any of the 8 bytes in x is a quote, a
+// backslash or a control character (< 0x20).
+func specialMask(x uint64) uint64 {
 	q := x ^ (lo8 * '"')
-	q = (q - lo8) & ^q & hi8
 	bs := x ^ (lo8 * '\\')
-	bs = (bs - lo8) & ^bs & hi8
-	return ctl|q|bs != 0
+	return ((x - lo8*0x20) & ^x | (q-lo8) & ^q | (bs-lo8) & ^bs) & hi8
 }
 
 func isHex(c byte) bool {
@@ -220,7 +217,15 @@ func (s *scanner) str() (start, end int, esc bool, err error) {
 	i := s.i + 1
 	start = i
 	for {
-		for i+8 <= len(b) && !special(binary.LittleEndian.Uint64(b[i:])) {
+		for i+32 <= len(b) {
+			w := b[i : i+32]
+			if specialMask(binary.LittleEndian.Uint64(w))|specialMask(binary.LittleEndian.Uint64(w[8:]))|
+				specialMask(binary.LittleEndian.Uint64(w[16:]))|specialMask(binary.LittleEndian.Uint64(w[24:])) != 0 {
+				break
+			}
+			i += 32
+		}
+		for i+8 <= len(b) && specialMask(binary.LittleEndian.Uint64(b[i:])) == 0 {
 			i += 8
 		}
 		if i >= len(b) {

@@ -365,3 +365,48 @@ func FuzzScanBody(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkScanBody(b *testing.B) {
+	for _, size := range []int{2 << 10, 220 << 10} {
+		body := benchBodies(1, size)[0]
+		b.Run(fmt.Sprintf("chat/%dKB", size>>10), func(b *testing.B) {
+			var s scanner
+			var info bodyInfo
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for range b.N {
+				if err := s.scanBody(body, apiChat, &info); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestScanStringPositions puts each kind of special byte at every position of
+// strings around the 8- and 32-byte fast paths and compares with encoding/json.
+func TestScanStringPositions(t *testing.T) {
+	specials := []string{`\"`, `\\`, `\n`, `\u00e9`, "\x01", "\x1f", "\x7f", "é", `"`, `\`, `\x`, `\u12`}
+	for n := 0; n <= 80; n++ {
+		for pos := 0; pos <= n; pos++ {
+			for _, sp := range specials {
+				prompt := strings.Repeat("a", pos) + sp + strings.Repeat("b", n-pos)
+				body := []byte(`{"model":"m","prompt":"` + prompt + `"}`)
+				var s scanner
+				var info bodyInfo
+				err := s.scanBody(body, apiCompletions, &info)
+				if valid := json.Valid(body); valid != (err == nil) {
+					t.Fatalf("%q: json.Valid %v, scanBody error %v", body, valid, err)
+				}
+				if err != nil {
+					continue
+				}
+				var want struct{ Prompt string }
+				json.Unmarshal(body, &want)
+				if got := scanItems(body, &info, apiCompletions); len(got) != 1 || got[0] != want.Prompt {
+					t.Fatalf("%q: prompt %q, want %q", body, got, want.Prompt)
+				}
+			}
+		}
+	}
+}

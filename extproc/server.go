@@ -151,8 +151,9 @@ type stream struct {
 	ps  extprocv3.ExternalProcessor_ProcessServer
 
 	first        bool
-	buffered     bool // request body mode: BUFFERED (answer headers at once)
-	bodyNone     bool // the proxy sends no request body: pick at headers
+	buffered     bool // BUFFERED or BUFFERED_PARTIAL: answer headers at once, decide on the body message
+	partial      bool // BUFFERED_PARTIAL: the one body message may be a truncated prefix
+	pickAtHdrs   bool // NONE or STREAMED: the body cannot reach the decision; pick at headers
 	respDuplex   bool // response body mode: FULL_DUPLEX_STREAMED
 	phase        phase
 	start        time.Time
@@ -187,7 +188,7 @@ type stream struct {
 func (st *stream) reset() {
 	st.ps = nil
 	st.first = true
-	st.buffered, st.bodyNone, st.respDuplex = false, false, false
+	st.buffered, st.partial, st.pickAtHdrs, st.respDuplex = false, false, false, false
 	st.phase = phHeaders
 	st.path, st.requestID, st.genID, st.rewrite, st.objective = nil, "", false, nil, nil
 	st.contentLen = -1
@@ -295,10 +296,14 @@ func (st *stream) setModes(pc *extprocv3.ProtocolConfiguration) {
 	}
 	switch pc.RequestBodyMode {
 	case filterv3.ProcessingMode_FULL_DUPLEX_STREAMED:
-	case filterv3.ProcessingMode_NONE:
-		st.bodyNone = true
-	default: // BUFFERED, BUFFERED_PARTIAL, STREAMED: the proxy waits for the headers answer
+	case filterv3.ProcessingMode_BUFFERED:
 		st.buffered = true
+	case filterv3.ProcessingMode_BUFFERED_PARTIAL:
+		st.buffered, st.partial = true, true
+	default:
+		// NONE: no body comes. STREAMED: headers go upstream once answered,
+		// so the body cannot influence routing. Pick at headers.
+		st.pickAtHdrs = true
 	}
 	st.respDuplex = pc.ResponseBodyMode == filterv3.ProcessingMode_FULL_DUPLEX_STREAMED
 }
@@ -380,7 +385,7 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders) (bool, error) {
 	if st.contentLen > st.srv.maxBody {
 		return st.fail(413, "request body of "+strconv.Itoa(st.contentLen)+" bytes is over the limit of "+strconv.Itoa(st.srv.maxBody)+" bytes")
 	}
-	if h.EndOfStream || st.bodyNone {
+	if h.EndOfStream || st.pickAtHdrs {
 		return st.decide(nil, false)
 	}
 	st.phase = phBody
@@ -391,6 +396,10 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders) (bool, error) {
 }
 
 func (st *stream) requestBody(b *extprocv3.HttpBody) (bool, error) {
+	if st.pickAtHdrs && st.phase >= phResponse {
+		// STREAMED after a pick at headers: pass each chunk through.
+		return false, st.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}})
+	}
 	if st.phase != phBody {
 		return st.fail(500, "request body received before the request headers or after the body ended")
 	}
@@ -411,6 +420,11 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) (bool, error) {
 		return st.fail(413, "request body of "+strconv.Itoa(len(st.body))+" bytes is over the limit of "+strconv.Itoa(st.srv.maxBody)+" bytes")
 	}
 	if !b.EndOfStream {
+		if st.partial {
+			// BUFFERED_PARTIAL over the proxy's buffer: a prefix of the
+			// body, not a JSON document. Decide without it.
+			return st.decide(nil, true)
+		}
 		if st.buffered {
 			// BUFFERED_PARTIAL / STREAMED: the proxy expects an answer per chunk.
 			return false, st.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}})
@@ -618,7 +632,7 @@ func destMetadata(dest string) *structpb.Struct {
 }
 
 func (st *stream) logDecision(model, target, dest string, res *scheduler.Result) {
-	cands := make([]any, 0, len(res.Explain))
+	cands := make([]string, 0, len(res.Explain))
 	for _, e := range res.Explain {
 		var b strings.Builder
 		b.WriteString(e.Endpoint)
@@ -638,7 +652,7 @@ func (st *stream) logDecision(model, target, dest string, res *scheduler.Result)
 		"request_id", st.requestID, "model", model, "target_model", target,
 		"prompt_bytes", st.req.PromptLen(), "priority", st.req.Priority,
 		"subset", st.hasSubset, "profile", res.Profile, "destination", dest,
-		slog.Group("candidates", cands...))
+		slog.Any("candidates", cands))
 }
 
 func (st *stream) responseHeaders(h *extprocv3.HttpHeaders, md *corev3.Metadata) error {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -659,5 +660,85 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}
 	if _, err := ParseBodyMode("duplex"); err == nil || !strings.Contains(err.Error(), "found \"duplex\"") {
 		t.Errorf("ParseBodyMode(duplex) error %v", err)
+	}
+}
+
+func TestDebugLogOneLinePerDecision(t *testing.T) {
+	for _, level := range []slog.Level{slog.LevelDebug, slog.LevelInfo} {
+		var buf bytes.Buffer
+		log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: level}))
+		f := newFixture(t, 3, nil, Options{Logger: log})
+		for range 2 {
+			s := f.open(t)
+			roundTrip(t, s, "/v1/completions", []byte(`{"model":"m","prompt":"hello"}`), 0)
+			s.CloseSend()
+		}
+		waitIdle(t, f.srv, f.pool)
+		lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+		if level == slog.LevelInfo {
+			if buf.Len() != 0 {
+				t.Errorf("logged below debug at info level: %s", buf.String())
+			}
+			continue
+		}
+		if len(lines) != 2 {
+			t.Fatalf("expected one debug line per decision (2), found %d: %s", len(lines), buf.String())
+		}
+		var rec struct {
+			Destination string   `json:"destination"`
+			Candidates  []string `json:"candidates"`
+		}
+		if err := json.Unmarshal([]byte(lines[0]), &rec); err != nil || rec.Destination == "" || len(rec.Candidates) != 3 ||
+			!strings.Contains(rec.Candidates[0], "prefix-cache-scorer=") {
+			t.Errorf("debug line %s: expected the destination and 3 candidates with per-scorer scores (%v)", lines[0], err)
+		}
+	}
+}
+
+func TestPickAtHeadersModes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mode filterv3.ProcessingMode_BodySendMode
+	}{
+		{"STREAMED", filterv3.ProcessingMode_STREAMED},
+		{"NONE", filterv3.ProcessingMode_NONE},
+		{"BUFFERED_PARTIAL truncated", filterv3.ProcessingMode_BUFFERED_PARTIAL},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, 2, nil, Options{})
+			s := f.open(t)
+			body := []byte(`{"model":"m","prompt":"a long prompt"}`)
+			s.Send(reqHeadersMsg(postHeaders("/v1/completions", len(body)), false, protocol(tc.mode, filterv3.ProcessingMode_NONE), nil))
+			r, err := s.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.mode == filterv3.ProcessingMode_BUFFERED_PARTIAL {
+				if r.GetRequestHeaders().GetResponse() != nil {
+					t.Fatalf("expected an empty headers answer, found %v", r)
+				}
+				s.Send(reqBodyMsg(body[:10], false))
+				if r, err = s.Recv(); err != nil {
+					t.Fatal(err)
+				}
+				h, md := destOf(r, r.GetRequestBody().GetResponse())
+				if h == "" || h != md {
+					t.Fatalf("expected the decision on the body answer, found %v", r)
+				}
+			} else {
+				h, md := destOf(r, r.GetRequestHeaders().GetResponse())
+				if h == "" || h != md {
+					t.Fatalf("expected the decision on the headers answer, found %v", r)
+				}
+				if tc.mode == filterv3.ProcessingMode_STREAMED {
+					s.Send(reqBodyMsg(body, true))
+					if r, err := s.Recv(); err != nil || r.GetRequestBody() == nil || r.GetRequestBody().GetResponse() != nil {
+						t.Fatalf("expected a pass-through body answer, found %v %v", r, err)
+					}
+				}
+			}
+			s.CloseSend()
+			waitIdle(t, f.srv, f.pool)
+		})
 	}
 }
