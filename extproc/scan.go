@@ -203,7 +203,7 @@ const (
 func specialMask(x uint64) uint64 {
 	q := x ^ (lo8 * '"')
 	bs := x ^ (lo8 * '\\')
-	return ((x - lo8*0x20) & ^x | (q-lo8) & ^q | (bs-lo8) & ^bs) & hi8
+	return ((x-lo8*0x20) & ^x | (q-lo8) & ^q | (bs-lo8) & ^bs) & hi8
 }
 
 func isHex(c byte) bool {
