@@ -197,13 +197,16 @@ func TestChatStreamWithUsage(t *testing.T) {
 	if len(cs[7].Choices) != 0 || cs[7].Usage == nil || cs[7].Usage.CompletionTokens != 6 || cs[7].Usage.PromptTokens < 10 {
 		t.Fatalf("usage chunk: %s", events[7])
 	}
-	// Tokens arrive at the modelled times: TTFT ≥ one prefill step, then one decode step apart.
+	// Tokens are never early: the last one arrives no sooner than the modelled
+	// prefill plus five decode steps (lateness itself is measured by BenchmarkFleet32).
 	e := s.Engine()
-	if ttft := at[1].Sub(start); ttft < e.StepTime(20, 20) {
-		t.Fatalf("first token after %v, before the modelled prefill %v", ttft, e.StepTime(20, 20))
+	p := cs[7].Usage.PromptTokens
+	modelled := e.StepTime(p, p)
+	for k := 1; k < 6; k++ {
+		modelled += e.StepTime(1, p+k)
 	}
-	if gap, step := at[6].Sub(at[1]), 5*e.StepTime(1, 20); gap < step/2 {
-		t.Fatalf("5 decode steps took %v, modelled %v", gap, step)
+	if got := at[6].Sub(start); got < modelled {
+		t.Fatalf("last token after %v, before its modelled time %v", got, modelled)
 	}
 }
 

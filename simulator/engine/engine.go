@@ -423,6 +423,9 @@ func (e *Engine) plan(now time.Duration) *Step {
 	if !preempted {
 		for idx := 0; idx < len(e.waiting) && budget > 0 && len(e.running) < e.cfg.MaxNumSeqs; {
 			r := e.waiting[idx]
+			if r.Arrival > start {
+				break // arrived (in real time) after this step began: it joins the next one
+			}
 			if r.lora != "" && !e.loraAdmissible(r.lora) {
 				idx++
 				continue
