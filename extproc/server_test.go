@@ -12,10 +12,12 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/fastepp/fastepp/scheduler"
 	"github.com/fastepp/fastepp/scorers"
@@ -741,4 +743,67 @@ func TestPickAtHeadersModes(t *testing.T) {
 			waitIdle(t, f.srv, f.pool)
 		})
 	}
+}
+
+func TestPathFallbacks(t *testing.T) {
+	bad := []byte(`{"model":"m","messages":{}}`) // wrong type only for chat
+	for _, tc := range []struct {
+		name    string
+		headers []string
+		code    int // 0 = routed
+	}{
+		{"x-original-path", []string{"x-original-path", "/v1/chat/completions"}, 400},
+		{"x-forwarded-path", []string{"x-forwarded-path", "/v1/chat/completions"}, 400},
+		{":path wins", []string{":path", "/v1/completions", "x-original-path", "/v1/chat/completions"}, 0},
+		{"default /v1/completions", nil, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, 2, nil, Options{})
+			s := f.open(t)
+			s.Send(reqHeadersMsg(hdrs(append([]string{":method", "POST"}, tc.headers...)...), false, duplex, nil))
+			sendBody(s, bad, 0)
+			if tc.code != 0 {
+				expectImmediate(t, s, tc.code)
+			} else if r, err := s.Recv(); err != nil || r.GetRequestHeaders() == nil {
+				t.Fatalf("expected the request to be routed, found %v %v", r, err)
+			}
+			s.CloseSend()
+			waitIdle(t, f.srv, f.pool)
+		})
+	}
+}
+
+func TestServedEndpointAccounting(t *testing.T) {
+	pk := scorers.NewMaxScorePicker(2)
+	h := scorers.NewSingleProfileHandler()
+	plan, err := scheduler.NewPlan(h, []*scheduler.Profile{{Name: "p", Picker: pk}}, nil, []scheduler.Plugin{pk, h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, 3, plan, Options{})
+	s := f.open(t)
+	hr, _ := roundTrip(t, s, "/v1/completions", []byte(`{"model":"m","prompt":"p"}`), 0)
+	dest, _ := destOf(hr, hr.GetRequestHeaders().GetResponse())
+	eps := strings.Split(dest, ",")
+	if len(eps) != 2 {
+		t.Fatalf("destination %q: expected a primary and a fallback", dest)
+	}
+	byHP := map[string]*scheduler.Handle{}
+	for _, h := range f.pool.handles {
+		byHP[h.HostPort()] = h
+	}
+	msg := respHeadersMsg(hdrs(":status", "200"), false)
+	msg.MetadataContext = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
+		MetadataNamespaceLB: {Fields: map[string]*structpb.Value{ServedKey: structpb.NewStringValue(eps[1])}},
+	}}
+	s.Send(msg)
+	if _, err := s.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if byHP[eps[0]].Inflight() != 0 || byHP[eps[1]].Inflight() != 1 {
+		t.Errorf("in-flight primary %d fallback %d: expected the request charged to the endpoint that served it",
+			byHP[eps[0]].Inflight(), byHP[eps[1]].Inflight())
+	}
+	s.CloseSend()
+	waitIdle(t, f.srv, f.pool)
 }
