@@ -466,8 +466,8 @@ func (c *Config) Normalize() error {
 		if l.Type != LoadPoisson {
 			return &FieldError{"load.burstiness", "burstiness only with load.type poisson", "load.type " + l.Type}
 		}
-		if !(*l.Burstiness > 0) || math.IsInf(*l.Burstiness, 0) {
-			return &FieldError{"load.burstiness", "a gamma shape > 0 (1 = Poisson)", fmtF(*l.Burstiness)}
+		if !(*l.Burstiness >= 0.01 && *l.Burstiness <= 1000) {
+			return &FieldError{"load.burstiness", "a gamma shape in [0.01, 1000] (1 = Poisson, < 1 burstier)", fmtF(*l.Burstiness)}
 		}
 	}
 	if l.RequestTimeout < 0 {
@@ -687,6 +687,10 @@ func (d *DataConfig) normalize(loadType string) error {
 				return err
 			}
 		}
+		if w := sp.SystemPromptLen.maxLen(); w > corpusWords && float64(w)*float64(sp.NumGroups) > maxPrefixWords {
+			return &FieldError{"data.shared_prefix.system_prompt_len", fmt.Sprintf("num_groups × system_prompt_len <= %d tokens (the prompts are held in memory)", int(maxPrefixWords)),
+				fmt.Sprintf("%d × %d", sp.NumGroups, w)}
+		}
 	case DataMultiTurn:
 		mt := d.MultiTurn
 		if mt == nil {
@@ -710,6 +714,9 @@ func (d *DataConfig) normalize(loadType string) error {
 			if err := (*x.l).normalize("data.multi_turn."+x.name, x.positive); err != nil {
 				return err
 			}
+		}
+		if t := mt.Turns.maxLen(); t > 10000 {
+			return &FieldError{"data.multi_turn.turns", "at most 10000 turns per conversation", strconv.Itoa(t)}
 		}
 	case DataTrace:
 		if d.Trace == nil || d.Trace.File == "" {
@@ -739,6 +746,17 @@ func alias(primary, alt *int, field, altName string, def int) error {
 }
 
 const maxTokens = 10_000_000
+
+// maxPrefixWords bounds the shared-prefix text held in memory.
+const maxPrefixWords = 50_000_000
+
+// maxLen is the largest value a normalized Length can take.
+func (l *Length) maxLen() int {
+	if l.Dist != nil {
+		return *l.Dist.Max
+	}
+	return l.Fixed
+}
 
 func (l *Length) normalize(field string, positive bool) error {
 	if l.Dist != nil {

@@ -106,7 +106,7 @@ func TestParseConfigErrorsNameTheField(t *testing.T) {
 		{"zero duration", "load: {stages: [{rate: 3}]}\n" + srv, []string{"load.stages[0].duration"}},
 		{"no stages", "load: {type: poisson}\n" + srv, []string{"load.stages", "at least one stage"}},
 		{"burstiness on constant", "load: {stages: [{rate: 1, duration: 1}], burstiness: 0.5}\n" + srv, []string{"load.burstiness", "poisson"}},
-		{"zero burstiness", "load: {type: poisson, stages: [{rate: 1, duration: 1}], burstiness: 0}\n" + srv, []string{"load.burstiness", "> 0"}},
+		{"zero burstiness", "load: {type: poisson, stages: [{rate: 1, duration: 1}], burstiness: 0}\n" + srv, []string{"load.burstiness", "[0.01, 1000]"}},
 		{"concurrent without count", "load: {type: concurrent, stages: [{concurrency: 2}]}\n" + srv, []string{"load.stages[0].num_requests"}},
 		{"rate in concurrent", "load: {type: concurrent, stages: [{concurrency: 2, num_requests: 5, rate: 3}]}\n" + srv, []string{"load.stages[0]", "rate/duration set"}},
 		{"missing url", "load: {stages: [{rate: 1, duration: 1}]}\nserver: {model_name: m}\n", []string{"server.base_url", "nothing"}},
