@@ -45,17 +45,18 @@ const MaxLag = 2 * time.Millisecond
 // Runner drives an engine in real time: one goroutine plans a step, sleeps
 // until the step's modelled end, and completes it.
 type Runner struct {
-	e     *Engine
-	clock *RealClock
-	wake  chan struct{}
-	quit  chan struct{}
-	done  chan struct{}
-	once  sync.Once
+	e      *Engine
+	clock  *RealClock
+	waiter stepWaiter
+	wake   chan struct{}
+	quit   chan struct{}
+	done   chan struct{}
+	once   sync.Once
 }
 
 // Start runs e in real time on clock until Stop.
 func Start(e *Engine, clock *RealClock) *Runner {
-	r := &Runner{e: e, clock: clock, wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
+	r := &Runner{e: e, clock: clock, waiter: newStepWaiter(), wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	e.mu.Lock()
 	e.lastEnd = clock.Now()
 	e.maxLag = MaxLag
@@ -89,6 +90,7 @@ func (r *Runner) Abort(req *Request) { r.e.Abort(req, r.clock.Now()) }
 func (r *Runner) Stop() {
 	r.once.Do(func() {
 		close(r.quit)
+		r.waiter.close()
 		<-r.done
 		r.e.Stop(r.clock.Now())
 	})
@@ -96,8 +98,6 @@ func (r *Runner) Stop() {
 
 func (r *Runner) loop() {
 	defer close(r.done)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
 	for {
 		s := r.e.Plan(r.clock.Now())
 		if s == nil {
@@ -108,14 +108,8 @@ func (r *Runner) loop() {
 				return
 			}
 		}
-		if wait := s.End - r.clock.Now(); wait > 0 {
-			timer.Reset(wait)
-			select {
-			case <-timer.C:
-			case <-r.quit:
-				timer.Stop()
-				return
-			}
+		if wait := s.End - r.clock.Now(); wait > 0 && !r.waiter.wait(wait) {
+			return
 		}
 		r.e.Complete(s)
 	}
