@@ -417,8 +417,10 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) (bool, error) {
 		if len(st.buf)+len(chunk) > st.srv.maxBody {
 			return st.fail(413, "request body over the limit of "+strconv.Itoa(st.srv.maxBody)+" bytes")
 		}
-		if st.buf == nil || (len(st.buf) == 0 && st.contentLen > cap(st.buf)) {
-			st.buf = make([]byte, 0, max(st.contentLen, len(chunk), 4096))
+		if len(st.buf) == 0 && cap(st.buf) < max(st.contentLen, len(chunk)) {
+			// Preallocate from Content-Length, but never more than
+			// maxPooledBuf on a header's word: beyond that, grow as bytes arrive.
+			st.buf = make([]byte, 0, max(min(st.contentLen, maxPooledBuf), len(chunk), 4096))
 		}
 		st.buf = append(st.buf, chunk...)
 		st.body = st.buf
@@ -433,7 +435,8 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) (bool, error) {
 			return st.decide(nil, true)
 		}
 		if st.buffered {
-			// BUFFERED_PARTIAL / STREAMED: the proxy expects an answer per chunk.
+			// BUFFERED sends one message; should a proxy send more, answer
+			// each so that it keeps going.
 			return false, st.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}})
 		}
 		return false, nil
