@@ -164,7 +164,8 @@ type Engine struct {
 	stepActive bool
 	lastEnd    time.Duration
 	stopped    bool
-	loraSlots  []string // resident adapters, least recently used first
+	loraSlots  []string       // resident adapters, least recently used first
+	loraActive map[string]int // running requests per adapter
 
 	st counters
 }
@@ -258,6 +259,7 @@ func New(cfg Config) (*Engine, error) {
 		e.maxModelLen = kvCap
 	}
 	e.kv = newKVCache(e.numBlocks, cfg.BlockSize, !cfg.DisablePrefixCaching)
+	e.loraActive = map[string]int{}
 	e.st = newCounters(e.maxModelLen)
 	return e, nil
 }
@@ -335,6 +337,7 @@ func (e *Engine) abort(r *Request, now time.Duration) {
 		e.waiting = removeReq(e.waiting, r)
 	case stateRunning:
 		e.running = removeReq(e.running, r)
+		e.leftRunning(r)
 	default:
 		return
 	}
@@ -454,6 +457,9 @@ func (e *Engine) plan(now time.Duration) *Step {
 			e.waiting[len(e.waiting)-1] = nil
 			e.waiting = e.waiting[:len(e.waiting)-1]
 			e.running = append(e.running, r)
+			if r.lora != "" {
+				e.loraActive[r.lora]++
+			}
 			s.add(r, n)
 			budget -= n
 		}
@@ -485,6 +491,7 @@ func ceilDiv(a, b int) int { return (a + b - 1) / b }
 // preempt frees a running request's blocks and puts it at the head of the
 // waiting queue; it will recompute its prompt and the tokens generated so far.
 func (e *Engine) preempt(r *Request) {
+	e.leftRunning(r)
 	e.kv.free(r.blocks)
 	r.blocks = r.blocks[:0]
 	r.numComputed, r.numRegistered = 0, 0
@@ -555,6 +562,7 @@ func (e *Engine) complete(s *Step) {
 			}
 			r.state = stateFinished // removed from running below
 			finished = true
+			e.leftRunning(r)
 			e.finish(r, reason, end)
 		} else if r.NotifyTokens {
 			notify(r)
@@ -600,30 +608,17 @@ func notify(r *Request) {
 // loraAdmissible reports whether a request for adapter name may join the
 // running batch: its adapter already runs, or fewer than MaxLoRAs do.
 func (e *Engine) loraAdmissible(name string) bool {
-	distinct := 0
-	var seen [8]string
-	for _, r := range e.running {
-		if r.lora == "" {
-			continue
-		}
-		if r.lora == name {
-			return true
-		}
-		dup := false
-		for _, s := range seen[:min(distinct, len(seen))] {
-			if s == r.lora {
-				dup = true
-				break
-			}
-		}
-		if !dup {
-			if distinct < len(seen) {
-				seen[distinct] = r.lora
-			}
-			distinct++
-		}
+	return e.loraActive[name] > 0 || len(e.loraActive) < e.cfg.MaxLoRAs
+}
+
+// leftRunning releases r's share of its adapter when it leaves the batch.
+func (e *Engine) leftRunning(r *Request) {
+	if r.lora == "" {
+		return
 	}
-	return distinct < e.cfg.MaxLoRAs
+	if e.loraActive[r.lora]--; e.loraActive[r.lora] <= 0 {
+		delete(e.loraActive, r.lora)
+	}
 }
 
 // loadAdapters makes the step's adapters resident (LRU over MaxLoRAs slots)

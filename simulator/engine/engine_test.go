@@ -306,6 +306,11 @@ func TestLoRACapHoldsBackOtherAdapters(t *testing.T) {
 	if want := e.StepTime(96, 96) + 5*time.Millisecond; s.End != want {
 		t.Fatalf("step with a cold adapter ends at %v, want %v (load time added)", s.End, want)
 	}
+	e.Complete(s)
+	Simulate(e, &VirtualClock{}, nil) // drain: "chat" runs once "sql" has finished
+	if st := e.Stats(); st.Success["length"] != 4 || len(st.RunningLoRAs) != 0 || st.Waiting != 0 {
+		t.Fatalf("after drain: finished %d, running LoRAs %v, waiting %d", st.Success["length"], st.RunningLoRAs, st.Waiting)
+	}
 }
 
 func TestAbortFreesBlocks(t *testing.T) {

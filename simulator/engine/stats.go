@@ -107,7 +107,7 @@ func (e *Engine) Stats() Stats {
 		},
 		TTFT: e.st.ttft.clone(), ITL: e.st.itl.clone(), E2E: e.st.e2e.clone(), Queue: e.st.queue.clone(),
 		PromptLen: e.st.promptLen.clone(), GenerationLen: e.st.genLen.clone(),
-		RunningLoRAs: distinctLoRAs(e.running), WaitingLoRAs: distinctLoRAs(e.waiting),
+		RunningLoRAs: sortedKeys(e.loraActive), WaitingLoRAs: distinctLoRAs(e.waiting),
 		MaxLoRAs: e.cfg.MaxLoRAs,
 		Busy:     e.st.busy, MemBusy: e.st.memBusy, Lag: e.st.lag,
 		WeightBytes:  e.weightBytes,
