@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -21,8 +20,21 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
+
 	"github.com/fastepp/fastepp/simulator/engine"
 )
+
+// mix64 is SplitMix64's finaliser: a cheap, well-spread hash of a counter.
+func mix64(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+// unitFloat maps a hash to [0, 1).
+func unitFloat(h uint64) float64 { return float64(h>>11) / (1 << 53) }
 
 // Config describes one simulated server.
 type Config struct {
@@ -56,15 +68,16 @@ const maxBody = 32 << 20
 
 // Server is one simulated vLLM server.
 type Server struct {
-	cfg    Config
-	eng    *engine.Engine
-	clock  *engine.RealClock
-	runner atomic.Pointer[engine.Runner]
-	faults atomic.Pointer[Faults]
-	gpu    gpuSampler
-	mux    *http.ServeMux
-	seq    atomic.Uint64
-	idBase uint64
+	cfg     Config
+	eng     *engine.Engine
+	clock   *engine.RealClock
+	runner  atomic.Pointer[engine.Runner]
+	faults  atomic.Pointer[Faults]
+	gpu     gpuSampler
+	mux     *http.ServeMux
+	seq     atomic.Uint64 // requests, for their seeds
+	scrapes atomic.Uint64 // /metrics scrapes, for their fault draws
+	idBase  uint64
 
 	mu      sync.Mutex // lifecycle below
 	addr    string
@@ -117,7 +130,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, eng: eng, clock: engine.NewRealClock(), idBase: cfg.Seed*0x9e3779b97f4a7c15 + rand.Uint64()}
+	s := &Server{cfg: cfg, eng: eng, clock: engine.NewRealClock(), idBase: mix64(cfg.Seed ^ xxhash.Sum64String(cfg.Name))}
 	f := cfg.Faults
 	s.setFaults(f)
 	s.runner.Store(engine.Start(eng, s.clock))
@@ -302,17 +315,18 @@ func (s *Server) serveGeneration(w http.ResponseWriter, r *http.Request, chat bo
 			limit, len(toks)+maxTokens, len(toks), what, maxTokens, what))
 		return
 	}
+	n := s.seq.Add(1)
+	seed := mix64(s.idBase + n) // request id, generated text and fault draw
 	f := s.faults.Load()
-	if f.ErrorRate > 0 && rand.Float64() < f.ErrorRate {
+	if f.ErrorRate > 0 && unitFloat(seed) < f.ErrorRate {
 		writeError(w, &apiError{status: http.StatusInternalServerError, typ: "InternalServerError", message: "injected failure (simulator fault injection)"})
 		return
 	}
-	n := s.seq.Add(1)
 	g := &generation{
 		s: s, w: w, chat: chat, stream: req.Stream,
 		includeUsage: req.StreamOptions != nil && req.StreamOptions.IncludeUsage,
-		seed:         s.idBase + n*0x9e3779b97f4a7c15,
-		req:          engine.NewRequest(toks, maxTokens, stopAtMax, lora, s.idBase+n),
+		seed:         seed,
+		req:          engine.NewRequest(toks, maxTokens, stopAtMax, lora, seed),
 	}
 	g.req.Ready = make(chan struct{}, 1)
 	g.req.NotifyTokens = g.stream
@@ -541,7 +555,7 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request, vllm, gpu 
 			return
 		}
 	}
-	if f.MetricsErrorRate > 0 && rand.Float64() < f.MetricsErrorRate {
+	if f.MetricsErrorRate > 0 && unitFloat(mix64(s.idBase^s.scrapes.Add(1)<<1)) < f.MetricsErrorRate {
 		http.Error(w, "injected /metrics failure (simulator fault injection)", http.StatusInternalServerError)
 		return
 	}

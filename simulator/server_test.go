@@ -610,3 +610,46 @@ func TestSGLangMetricNames(t *testing.T) {
 		t.Errorf("bad flavour error: %v", err)
 	}
 }
+
+// TestMultiTurnReusesGeneratedBlocks: the text a client receives tokenises
+// back to the tokens the engine cached, so a follow-up turn that carries the
+// answer hits the cache beyond the first prompt, as with a real server.
+func TestMultiTurnReusesGeneratedBlocks(t *testing.T) {
+	_, ts := newTestServer(t, nil)
+	// No trailing space: "caching. " + " it" would tokenise the double space
+	// differently, as real tokenizers also do at such seams.
+	first := strings.TrimSpace(strings.Repeat("Tell me about routing and caching. ", 12))
+	var a, b completion
+	resp, body := post(t, ts.URL+"/v1/completions", `{"model":"`+testModel+`","prompt":`+mustJSON(first)+`,"max_tokens":40}`)
+	if resp.StatusCode != 200 || json.Unmarshal(body, &a) != nil {
+		t.Fatalf("first turn: %d %s", resp.StatusCode, body)
+	}
+	second := first + a.Choices[0].Text + " And then?"
+	resp, body = post(t, ts.URL+"/v1/completions", `{"model":"`+testModel+`","prompt":`+mustJSON(second)+`,"max_tokens":1}`)
+	if resp.StatusCode != 200 || json.Unmarshal(body, &b) != nil {
+		t.Fatalf("second turn: %d %s", resp.StatusCode, body)
+	}
+	// Computed KV of turn one: its prompt and all but the last generated token.
+	want := (a.Usage.PromptTokens + 40 - 1) / 16 * 16
+	if got := b.Usage.PromptTokensDetails.CachedTokens; got != want {
+		t.Fatalf("second turn cached %d tokens, want %d (first prompt alone: %d)", got, want, a.Usage.PromptTokens/16*16)
+	}
+}
+
+func TestInjectedErrorRateIsAShare(t *testing.T) {
+	_, ts := newTestServer(t, func(c *Config) { c.Faults.ErrorRate = 0.5 })
+	failed := 0
+	for range 200 {
+		r, err := http.Post(ts.URL+"/v1/completions", "application/json", strings.NewReader(`{"model":"`+testModel+`","prompt":"hi","max_tokens":1}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		if r.StatusCode == 500 {
+			failed++
+		}
+	}
+	if failed < 70 || failed > 130 {
+		t.Fatalf("%d of 200 requests failed at error rate 0.5", failed)
+	}
+}
