@@ -126,3 +126,26 @@ func BenchmarkFleet32(b *testing.B) {
 	// server-second: 0 means every step ran on the modelled timeline.
 	b.ReportMetric(lag.Seconds()*1e3/(elapsed.Seconds()*servers), "lag-ms/server-s")
 }
+
+// BenchmarkMetricsScrape is one /metrics answer (vLLM families + GPU
+// telemetry) rendered into a discarding writer: what a picker scraping every
+// 50 ms costs a server.
+func BenchmarkMetricsScrape(b *testing.B) {
+	s, err := New(Config{Name: "sim-0", Engine: testEngineConfig(b, "mi300x"), LoRAAdapters: []string{"a"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	req, _ := http.NewRequest(http.MethodGet, "/metrics", nil)
+	w := discardResponse{h: http.Header{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		s.Handler().ServeHTTP(w, req)
+	}
+}
+
+type discardResponse struct{ h http.Header }
+
+func (d discardResponse) Header() http.Header         { return d.h }
+func (d discardResponse) Write(p []byte) (int, error) { return len(p), nil }
+func (d discardResponse) WriteHeader(int)             {}
