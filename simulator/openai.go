@@ -181,7 +181,7 @@ func messageText(raw json.RawMessage) (string, error) {
 	return string(out), nil
 }
 
-// usage is the OpenAI usage object with vLLM's prompt_tokens_details.
+// appendUsage appends the OpenAI usage object with vLLM's prompt_tokens_details.
 func appendUsage(b []byte, prompt, completion, cached int) []byte {
 	b = append(b, `{"prompt_tokens":`...)
 	b = strconv.AppendInt(b, int64(prompt), 10)
