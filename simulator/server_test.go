@@ -107,7 +107,7 @@ func TestCompletionAndWarmPrefix(t *testing.T) {
 	if first.Choices[0].FinishReason != "length" || first.Usage.CompletionTokens != 5 || first.Choices[0].Text == "" {
 		t.Fatalf("choice: %+v usage %+v", first.Choices[0], first.Usage)
 	}
-	want := engine.CountTokens(prompt) + 1 // + BOS
+	want := len(engine.Tokenize(nil, prompt)) + 1 // + BOS
 	if first.Usage.PromptTokens != want || first.Usage.TotalTokens != want+5 {
 		t.Fatalf("usage %+v, want %d prompt tokens", first.Usage, want)
 	}
@@ -390,7 +390,7 @@ func TestMetricsMatchVLLMV1(t *testing.T) {
 		}
 		return m.GetGauge().GetValue()
 	}
-	pt := float64(engine.CountTokens("hello world") + 1)
+	pt := float64(len(engine.Tokenize(nil, "hello world")) + 1)
 	if value("vllm:generation_tokens_total") != 3 || value("vllm:prompt_tokens_total") != pt || value("vllm:prefix_cache_queries_total") != pt {
 		t.Errorf("token counters: generation %v prompt %v queries %v", value("vllm:generation_tokens_total"),
 			value("vllm:prompt_tokens_total"), value("vllm:prefix_cache_queries_total"))

@@ -63,22 +63,6 @@ func Tokenize(dst []uint32, text string) []uint32 {
 	return dst
 }
 
-// CountTokens is len(Tokenize(nil, text)) without keeping the IDs.
-func CountTokens(text string) int {
-	var buf [256]uint32
-	total := 0
-	for len(text) > 0 {
-		// Cut at a whitespace boundary so words are never split between calls.
-		cut := min(len(text), 512)
-		for cut < len(text) && !isSpace(text[cut]) {
-			cut++
-		}
-		total += len(Tokenize(buf[:0], text[:cut]))
-		text = text[cut:]
-	}
-	return total
-}
-
 func appendPieces(dst []uint32, word string) []uint32 {
 	L := len(word)
 	k := max(1, (2*L+4)/9) // round(L/4.5)
