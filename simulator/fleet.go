@@ -138,12 +138,15 @@ func ParseFleet(name string, text []byte, base ServerSpec) ([]ServerSpec, int, e
 		if err := overlay(&sp, &f.Servers[i]); err != nil {
 			return nil, 0, fmt.Errorf("fleet %s: servers[%d]: %w", name, i, err)
 		}
-		if sp.Count < 1 || sp.Count > 4096 {
-			return nil, 0, fmt.Errorf("fleet %s: servers[%d].count: expected 1..4096, found %d", name, i, sp.Count)
+		if sp.Count < 1 || sp.Count > MaxServers {
+			return nil, 0, fmt.Errorf("fleet %s: servers[%d].count: expected 1..%d, found %d", name, i, MaxServers, sp.Count)
 		}
 		for range sp.Count {
 			out = append(out, sp)
 		}
+	}
+	if len(out) > MaxServers {
+		return nil, 0, fmt.Errorf("fleet %s: expected at most %d servers in all, found %d", name, MaxServers, len(out))
 	}
 	return out, f.BasePort, nil
 }
@@ -164,6 +167,10 @@ func overlay(sp *ServerSpec, node *yaml.Node) error {
 	}
 	return nil
 }
+
+// MaxServers bounds one process's fleet (each server keeps its KV block table,
+// ~2 MB for an MI300X-sized cache).
+const MaxServers = 1024
 
 // Fleet is a set of servers listening on consecutive ports.
 type Fleet struct {

@@ -44,7 +44,7 @@ func TestFleetErrors(t *testing.T) {
 		{"empty", "", "found an empty file"},
 		{"no servers", "base_port: 9000\n", "expected at least one group"},
 		{"unknown key", "servers:\n  - count: 1\n    gpus: mi300x\n", "field gpus not found"},
-		{"bad count", "servers:\n  - count: 0\n", "count: expected 1..4096, found 0"},
+		{"bad count", "servers:\n  - count: 0\n", "count: expected 1..1024, found 0"},
 		{"bad port", "base_port: 70000\nservers:\n  - count: 1\n", "base_port: expected 1..65535"},
 		{"wrong type", "defaults:\n  max_num_seqs: lots\nservers:\n  - count: 1\n", "cannot unmarshal"},
 	}

@@ -306,7 +306,7 @@ func (s *Server) serveGeneration(w http.ResponseWriter, r *http.Request, chat bo
 		writeError(w, badRequest("max_tokens", "max_tokens must be at least 1, got %d.", maxTokens))
 		return
 	}
-	if limit := s.eng.MaxModelLen(); len(toks)+maxTokens > limit {
+	if limit := s.eng.MaxModelLen(); maxTokens > limit-len(toks) {
 		what := "prompt"
 		if chat {
 			what = "messages"

@@ -268,6 +268,8 @@ func TestErrors(t *testing.T) {
 		{"n=2", "/v1/completions", `{` + m + `,"prompt":"hi","n":2}`, 400, `expected 1, found 2`},
 		{"stream options without stream", "/v1/completions", `{` + m + `,"prompt":"hi","stream_options":{"include_usage":true}}`, 400, "stream=True"},
 		{"zero max tokens", "/v1/completions", `{` + m + `,"prompt":"hi","max_tokens":0}`, 400, "at least 1"},
+		{"max tokens overflow", "/v1/completions", `{` + m + `,"prompt":"hi","max_tokens":9223372036854775807}`, 400, "maximum context length is 200 tokens"},
+		{"max tokens not an int", "/v1/completions", `{` + m + `,"prompt":"hi","max_tokens":1e30}`, 400, `field "max_tokens": expected int`},
 		{"context too long", "/v1/completions", `{` + m + `,"prompt":"hi","max_tokens":199}`, 400, "maximum context length is 200 tokens. However, you requested 201 tokens (2 in the prompt, 199 in the completion)"},
 		{"no messages", "/v1/chat/completions", `{` + m + `,"messages":[]}`, 400, `field "messages"`},
 		{"bad content part", "/v1/chat/completions", `{` + m + `,"messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, 400, `expected type "text"`},

@@ -152,8 +152,8 @@ func run(args []string, stdout, stderr io.Writer, wait func()) int {
 			*basePort = filePort
 		}
 	} else {
-		if *servers < 1 || *servers > 4096 {
-			return usageError(stderr, fmt.Errorf("--servers: expected 1..4096, found %d", *servers))
+		if *servers < 1 || *servers > simulator.MaxServers {
+			return usageError(stderr, fmt.Errorf("--servers: expected 1..%d, found %d", simulator.MaxServers, *servers))
 		}
 		for range *servers {
 			specs = append(specs, sp)

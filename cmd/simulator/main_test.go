@@ -39,12 +39,14 @@ func TestBadInvocations(t *testing.T) {
 		msg  string
 	}{
 		{[]string{"--max-num-seqs", "lots"}, 2, `invalid value "lots" for flag -max-num-seqs`},
-		{[]string{"--servers", "0"}, 2, "--servers: expected 1..4096, found 0"},
+		{[]string{"--servers", "0"}, 2, "--servers: expected 1..1024, found 0"},
 		{[]string{"--base-port", "65535", "--servers", "2"}, 2, "--base-port: expected 0..65534 for 2 servers, found 65535"},
 		{[]string{"extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"--gpu", "a100"}, 1, `unknown GPU profile "a100": expected one of h100, h200, mi300x, mi325x, mi355x`},
 		{[]string{"--model-profile", "llama-3.1-70b", "--gpu", "h100"}, 1, "model does not fit"},
 		{[]string{"--max-num-seqs", "0"}, 1, "max_num_seqs (--max-num-seqs): expected ≥ 1, found 0"},
+		{[]string{"--num-gpu-blocks", "2000000000"}, 1, "KV cache of 2000000000 blocks: expected at most 16777216"},
+		{[]string{"--tensor-parallel-size", "1000"}, 1, "tensor parallel size: expected 1..64, found 1000"},
 		{[]string{"--error-rate", "1.5"}, 1, "faults.error_rate: expected a fraction in [0, 1], found 1.5"},
 		{[]string{"--config", badFleet, "--gpu", "h100"}, 2, "--gpu cannot be combined with --config"},
 		{[]string{"--config", badFleet}, 1, `server 0: unknown GPU profile "mi301x"`},

@@ -71,6 +71,10 @@ func (f FinishReason) String() string {
 	return ""
 }
 
+// maxBlocks bounds the KV cache so a bad setting cannot exhaust host memory
+// (16M blocks is 268M tokens at block size 16).
+const maxBlocks = 1 << 24
+
 // Errors returned by Submit.
 var (
 	ErrQueueFull       = errors.New("waiting queue is full")
@@ -125,7 +129,7 @@ type Request struct {
 // its own) rather than "length". seed picks the generated text; lora names an
 // adapter ("" for the base model).
 func NewRequest(prompt []uint32, maxTokens int, stopAtMax bool, lora string, seed uint64) *Request {
-	toks := make([]uint32, len(prompt), len(prompt)+maxTokens)
+	toks := make([]uint32, len(prompt), len(prompt)+min(max(maxTokens, 0), 1<<12)) // grows past 4k outputs
 	copy(toks, prompt)
 	return &Request{tokens: toks, promptLen: len(prompt), maxTokens: maxTokens, stopAtMax: stopAtMax, lora: lora, seed: seed}
 }
@@ -215,14 +219,15 @@ func New(cfg Config) (*Engine, error) {
 	ints := []struct {
 		name string
 		v    int
+		max  int
 	}{
-		{"tensor parallel size", cfg.TensorParallel}, {"max-num-seqs", cfg.MaxNumSeqs},
-		{"max-num-batched-tokens", cfg.MaxNumBatchedTokens}, {"block-size", cfg.BlockSize},
-		{"max-loras", cfg.MaxLoRAs},
+		{"tensor parallel size", cfg.TensorParallel, 64}, {"max-num-seqs", cfg.MaxNumSeqs, 1 << 16},
+		{"max-num-batched-tokens", cfg.MaxNumBatchedTokens, 1 << 22}, {"block-size", cfg.BlockSize, 1024},
+		{"max-loras", cfg.MaxLoRAs, 1024},
 	}
 	for _, c := range ints {
-		if c.v < 1 {
-			return nil, fmt.Errorf("%s: expected ≥ 1, found %d", c.name, c.v)
+		if c.v < 1 || c.v > c.max {
+			return nil, fmt.Errorf("%s: expected 1..%d, found %d", c.name, c.max, c.v)
 		}
 	}
 	if cfg.NumGPUBlocks < 0 || cfg.MaxModelLen < 0 || cfg.MaxWaiting < 0 || cfg.LoRALoadTime < 0 {
@@ -254,6 +259,9 @@ func New(cfg Config) (*Engine, error) {
 	e.maxModelLen = cfg.Model.MaxModelLen
 	if cfg.MaxModelLen > 0 {
 		e.maxModelLen = cfg.MaxModelLen
+	}
+	if e.numBlocks > maxBlocks {
+		return nil, fmt.Errorf("KV cache of %d blocks: expected at most %d (lower num-gpu-blocks or raise block-size)", e.numBlocks, maxBlocks)
 	}
 	if kvCap := e.numBlocks * cfg.BlockSize; e.maxModelLen > kvCap {
 		e.maxModelLen = kvCap
@@ -312,7 +320,7 @@ func (e *Engine) submit(r *Request, now time.Duration) error {
 	if r.promptLen < 1 || r.maxTokens < 1 || r.state != stateNew {
 		return ErrBadRequestShape
 	}
-	if r.promptLen+r.maxTokens > e.maxModelLen {
+	if r.maxTokens > e.maxModelLen-r.promptLen { // (no overflow for any maxTokens)
 		return ErrContextTooLong
 	}
 	if e.cfg.MaxWaiting > 0 && len(e.waiting) >= e.cfg.MaxWaiting {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -282,6 +283,8 @@ func TestSubmitErrors(t *testing.T) {
 		{"queue full", NewRequest(prompt(1, 10), 1, false, "", 0), ErrQueueFull},
 		{"too long", NewRequest(prompt(1, 90), 11, false, "", 0), ErrContextTooLong},
 		{"empty prompt", NewRequest(nil, 1, false, "", 0), ErrBadRequestShape},
+		{"max tokens overflow", NewRequest(prompt(1, 10), math.MaxInt, false, "", 0), ErrContextTooLong},
+		{"negative max tokens", NewRequest(prompt(1, 10), -5, false, "", 0), ErrBadRequestShape},
 	}
 	for _, c := range cases {
 		if err := e.Submit(c.r, 0); !errors.Is(err, c.want) {
