@@ -17,6 +17,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // floorServer answers every request with a fixed endpoint and echoes the
@@ -67,7 +68,7 @@ func (f *floorServer) Process(ps extprocv3.ExternalProcessor_ProcessServer) erro
 				for {
 					n := min(len(c), MaxChunk)
 					last := i == len(chunks)-1 && n == len(c)
-					if err := ps.Send(streamedBody(c[:n], last, true)); err != nil {
+					if err := ps.Send(floorEcho(c[:n], last, true)); err != nil {
 						return err
 					}
 					if c = c[n:]; len(c) == 0 {
@@ -79,9 +80,28 @@ func (f *floorServer) Process(ps extprocv3.ExternalProcessor_ProcessServer) erro
 		case *extprocv3.ProcessingRequest_ResponseHeaders:
 			ps.Send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{}}})
 		case *extprocv3.ProcessingRequest_ResponseBody:
-			ps.Send(streamedBody(r.ResponseBody.Body, r.ResponseBody.EndOfStream, false))
+			ps.Send(floorEcho(r.ResponseBody.Body, r.ResponseBody.EndOfStream, false))
 		}
 	}
+}
+
+// destMetadata is the envoy.lb dynamic metadata carrying dest.
+func destMetadata(dest string) *structpb.Struct {
+	return &structpb.Struct{Fields: map[string]*structpb.Value{
+		MetadataNamespaceLB: {Kind: &structpb.Value_StructValue{StructValue: &structpb.Struct{Fields: map[string]*structpb.Value{
+			HeaderDestination: {Kind: &structpb.Value_StringValue{StringValue: dest}},
+		}}}},
+	}}
+}
+
+func floorEcho(b []byte, eos, request bool) *extprocv3.ProcessingResponse {
+	br := &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{BodyMutation: &extprocv3.BodyMutation{
+		Mutation: &extprocv3.BodyMutation_StreamedResponse{StreamedResponse: &extprocv3.StreamedBodyResponse{Body: b, EndOfStream: eos}},
+	}}}
+	if request {
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: br}}
+	}
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: br}}
 }
 
 // benchBodies returns n chat bodies of about size bytes: a shared system

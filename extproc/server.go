@@ -165,7 +165,8 @@ type stream struct {
 	phase        phase
 	start        time.Time
 	path         []byte
-	requestID    string
+	requestIDRaw []byte
+	requestID    string // set when generated, or converted for debug logs
 	genID        bool
 	rewrite      []byte
 	objective    []byte
@@ -190,6 +191,8 @@ type stream struct {
 	usage    usageScanner
 	restore  modelRestorer
 	released bool
+	clBuf    []byte
+	rep      replies
 }
 
 func (st *stream) reset() {
@@ -197,7 +200,7 @@ func (st *stream) reset() {
 	st.first = true
 	st.buffered, st.partial, st.pickAtHdrs, st.respDuplex = false, false, false, false
 	st.phase = phHeaders
-	st.path, st.requestID, st.genID, st.rewrite, st.objective = nil, "", false, nil, nil
+	st.path, st.requestIDRaw, st.requestID, st.genID, st.rewrite, st.objective = nil, nil, "", false, nil, nil
 	st.contentLen = -1
 	st.subset, st.hasSubset = st.subset[:0], false
 	st.body = nil
@@ -242,6 +245,7 @@ func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) (err erro
 			st.out = nil
 		}
 		st.body, st.req.Body, st.req.CacheSalt = nil, nil, nil
+		st.rep.clear()
 		s.streams.Put(st)
 	}()
 	for {
@@ -376,7 +380,7 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders) (bool, error) {
 				st.contentLen = n
 			}
 		case HeaderRequestID:
-			st.requestID = string(headerValue(hv))
+			st.requestIDRaw = headerValue(hv)
 		case HeaderModelRewrite:
 			st.rewrite = headerValue(hv)
 		case HeaderObjective:
@@ -386,7 +390,7 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders) (bool, error) {
 	if len(st.path) == 0 {
 		st.path = fallback
 	}
-	if st.requestID == "" {
+	if len(st.requestIDRaw) == 0 {
 		st.requestID, st.genID = uuid.NewString(), true
 	}
 	if st.contentLen > st.srv.maxBody {
@@ -478,9 +482,7 @@ func (st *stream) decide(body []byte, bodySeen bool) (bool, error) {
 		}
 		tok := body[st.info.modelTok.Start:st.info.modelTok.End]
 		if st.info.modelEsc {
-			if json.Unmarshal(tok, &origModel) != nil {
-				return st.fail(400, "request body: expected \"model\" to be a valid JSON string")
-			}
+			origModel = unquote(tok)
 		} else {
 			origModel = s.internModel(tok[1 : len(tok)-1])
 		}
@@ -503,6 +505,10 @@ func (st *stream) decide(body []byte, bodySeen bool) (bool, error) {
 			return st.fail(404, "model "+strconv.Quote(target)+" is not served by this pool")
 		}
 	}
+	debug := s.log.Enabled(context.Background(), slog.LevelDebug)
+	if debug && st.requestID == "" {
+		st.requestID = string(st.requestIDRaw)
+	}
 	req.Model = target
 	req.ID = st.requestID
 	if len(st.objective) > 0 && s.priority != nil {
@@ -512,7 +518,6 @@ func (st *stream) decide(body []byte, bodySeen bool) (bool, error) {
 	}
 	req.Subset = append(req.Subset[:0], st.subset...)
 	req.HasSubset = st.hasSubset
-	debug := s.log.Enabled(context.Background(), slog.LevelDebug)
 	req.Explain = debug
 
 	if st.cycle == nil {
@@ -566,38 +571,29 @@ func (st *stream) decide(body []byte, bodySeen bool) (bool, error) {
 		st.restore.set(newTok, st.origModelTok)
 	}
 
-	hm := &extprocv3.HeaderMutation{SetHeaders: make([]*corev3.HeaderValueOption, 1, 3)}
-	hm.SetHeaders[0] = setHeader(HeaderDestination, st.dest)
+	var reqID, cl []byte
 	if st.genID {
-		hm.SetHeaders = append(hm.SetHeaders, setHeader(HeaderRequestID, []byte(st.requestID)))
+		reqID = []byte(st.requestID)
 	}
 	if changed {
-		hm.SetHeaders = append(hm.SetHeaders, setHeader("content-length", strconv.AppendInt(nil, int64(len(out)), 10)))
+		st.clBuf = strconv.AppendInt(st.clBuf[:0], int64(len(out)), 10)
+		cl = st.clBuf
 	}
-	md := destMetadata(dest)
 	st.phase = phResponse
-	common := &extprocv3.CommonResponse{HeaderMutation: hm, ClearRouteCache: true}
-
 	if !st.buffered || !bodySeen {
 		// FULL_DUPLEX_STREAMED or headers-only: the headers answer, then the
 		// body echo (an empty body is one empty message with EndOfStream).
-		err := st.send(&extprocv3.ProcessingResponse{
-			Response:        &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{Response: common}},
-			DynamicMetadata: md,
-		})
-		if err != nil || !bodySeen {
+		if err := st.send(st.rep.decisionReply(st.dest, dest, reqID, cl, false, nil)); err != nil || !bodySeen {
 			return false, err
 		}
 		return false, st.echo(out)
 	}
-	// BUFFERED: everything on the body answer.
+	// BUFFERED: everything on the body answer, the body only if it changed.
+	var newBody []byte
 	if changed {
-		common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: out}}
+		newBody = out
 	}
-	return false, st.send(&extprocv3.ProcessingResponse{
-		Response:        &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{Response: common}},
-		DynamicMetadata: md,
-	})
+	return false, st.send(st.rep.decisionReply(st.dest, dest, reqID, cl, true, newBody))
 }
 
 // echo sends body back in chunks of at most echoChunk bytes, the last with
@@ -606,7 +602,7 @@ func (st *stream) echo(body []byte) error {
 	for {
 		n := min(len(body), echoChunk)
 		last := n == len(body)
-		if err := st.send(streamedBody(body[:n], last, true)); err != nil {
+		if err := st.send(st.rep.requestEcho(body[:n], last)); err != nil {
 			return err
 		}
 		if last {
@@ -616,29 +612,11 @@ func (st *stream) echo(body []byte) error {
 	}
 }
 
-func streamedBody(b []byte, eos, request bool) *extprocv3.ProcessingResponse {
-	br := &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{BodyMutation: &extprocv3.BodyMutation{
-		Mutation: &extprocv3.BodyMutation_StreamedResponse{StreamedResponse: &extprocv3.StreamedBodyResponse{Body: b, EndOfStream: eos}},
-	}}}
-	if request {
-		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: br}}
-	}
-	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: br}}
-}
-
 func setHeader(key string, val []byte) *corev3.HeaderValueOption {
 	return &corev3.HeaderValueOption{
 		Header:       &corev3.HeaderValue{Key: key, RawValue: val},
 		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 	}
-}
-
-func destMetadata(dest string) *structpb.Struct {
-	return &structpb.Struct{Fields: map[string]*structpb.Value{
-		MetadataNamespaceLB: {Kind: &structpb.Value_StructValue{StructValue: &structpb.Struct{Fields: map[string]*structpb.Value{
-			HeaderDestination: {Kind: &structpb.Value_StringValue{StringValue: dest}},
-		}}}},
-	}}
 }
 
 func (st *stream) logDecision(model, target, dest string, res *scheduler.Result) {
@@ -667,14 +645,10 @@ func (st *stream) logDecision(model, target, dest string, res *scheduler.Result)
 
 func (st *stream) responseHeaders(h *extprocv3.HttpHeaders, md *corev3.Metadata) error {
 	st.readServed(md)
-	hr := &extprocv3.HeadersResponse{}
-	if st.restore.active() && st.restore.lengthChanges() {
-		hr.Response = &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{RemoveHeaders: []string{"content-length"}}}
-	}
 	if h.EndOfStream {
 		st.finish()
 	}
-	return st.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: hr}})
+	return st.send(st.rep.responseHeaders(st.restore.active() && st.restore.lengthChanges()))
 }
 
 // readServed moves in-flight accounting to the endpoint that actually served
@@ -708,13 +682,16 @@ func (st *stream) responseBody(b *extprocv3.HttpBody) error {
 		st.finish()
 	}
 	if st.respDuplex {
-		return st.send(streamedBody(out, b.EndOfStream, false))
+		return st.send(st.rep.responseEcho(out, b.EndOfStream))
 	}
-	br := &extprocv3.BodyResponse{}
+	var mutated []byte
 	if len(out) != len(chunk) || (len(out) > 0 && &out[0] != &chunk[0]) {
-		br.Response = &extprocv3.CommonResponse{BodyMutation: &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: out}}}
+		mutated = out
+		if mutated == nil {
+			mutated = []byte{}
+		}
 	}
-	return st.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: br}})
+	return st.send(st.rep.responseBody(mutated))
 }
 
 // finish ends the request at response end: metrics, then release.
@@ -808,4 +785,13 @@ func (st *stream) immediate(code int, msg string) error {
 		}},
 		Body: errorBody(code, msg),
 	}}})
+}
+
+// unquote decodes a JSON string token the scanner validated (escapes only).
+func unquote(tok []byte) string {
+	var v string
+	if err := json.Unmarshal(tok, &v); err != nil {
+		return string(tok[1 : len(tok)-1])
+	}
+	return v
 }

@@ -807,3 +807,38 @@ func TestServedEndpointAccounting(t *testing.T) {
 	s.CloseSend()
 	waitIdle(t, f.srv, f.pool)
 }
+
+// TestZeroAllocsPerRequest: after warm-up a routed FULL_DUPLEX_STREAMED
+// request allocates nothing in the server (transport aside).
+func TestZeroAllocsPerRequest(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector makes sync.Pool drop items")
+	}
+	p := newPool(t, nil, 8)
+	srv, err := New(p.sched, Options{Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := benchBodies(1, 2<<10)[0]
+	msgs := []*extprocv3.ProcessingRequest{
+		reqHeadersMsg(postHeaders("/v1/chat/completions", len(body), "x-request-id", "0123456789abcdef0123456789abcdef"), false, duplex, nil),
+		reqBodyMsg(body[:1000], false),
+		reqBodyMsg(body[1000:], true),
+		respHeadersMsg(hdrs(":status", "200"), false),
+		respBodyMsg([]byte(`data: {"usage":{"prompt_tokens":5,"completion_tokens":1}}`+"\n\n"), true),
+	}
+	fs := &fakeStream{ctx: context.Background(), in: msgs}
+	run := func() {
+		fs.next, fs.sent = 0, 0
+		if err := srv.Process(fs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run()
+	if fs.sent != 4 || p.inflight() != 0 {
+		t.Fatalf("sent %d answers (want 4), in-flight %d", fs.sent, p.inflight())
+	}
+	if n := testing.AllocsPerRun(200, run); n > 0 {
+		t.Errorf("%v allocations per request, want 0", n)
+	}
+}
