@@ -574,7 +574,7 @@ func TestGPUTelemetryFollowsLoad(t *testing.T) {
 	read() // starts a window while busy
 	time.Sleep(gpuWindow + 50*time.Millisecond)
 	busy := read()
-	if busy["gpu_gfx_activity"] < 50 || busy["gpu_power_usage"] <= idle["gpu_power_usage"] ||
+	if busy["gpu_gfx_activity"] < 20 || busy["gpu_power_usage"] <= idle["gpu_power_usage"] ||
 		busy["gpu_used_vram"] <= idle["gpu_used_vram"] || busy["gpu_junction_temperature"] <= idle["gpu_junction_temperature"] {
 		t.Fatalf("busy GPU %v not above idle %v", busy, idle)
 	}
