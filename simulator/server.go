@@ -131,16 +131,15 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, eng: eng, clock: engine.NewRealClock(), idBase: mix64(cfg.Seed ^ xxhash.Sum64String(cfg.Name))}
-	f := cfg.Faults
-	s.setFaults(f)
+	s.setFaults(cfg.Faults)
 	s.runner.Store(engine.Start(eng, s.clock))
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("/v1/completions", func(w http.ResponseWriter, r *http.Request) { s.serveGeneration(w, r, false) })
 	s.mux.HandleFunc("/v1/chat/completions", func(w http.ResponseWriter, r *http.Request) { s.serveGeneration(w, r, true) })
 	s.mux.HandleFunc("/v1/models", s.serveModels)
 	s.mux.HandleFunc("/health", s.serveHealth)
-	s.mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) { s.serveMetrics(w, r, true, true) })
-	s.mux.HandleFunc("/gpu/metrics", func(w http.ResponseWriter, r *http.Request) { s.serveMetrics(w, r, false, true) })
+	s.mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) { s.serveMetrics(w, r, true) })
+	s.mux.HandleFunc("/gpu/metrics", func(w http.ResponseWriter, r *http.Request) { s.serveMetrics(w, r, false) })
 	s.mux.HandleFunc("/admin/faults", s.serveFaults)
 	s.mux.HandleFunc("/admin/crash", s.serveCrash)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -165,6 +164,11 @@ func (s *Server) Listen(addr string) error {
 	if s.httpSrv != nil {
 		return fmt.Errorf("server %s already listens on %s", s.cfg.Name, s.addr)
 	}
+	return s.serveLocked(addr)
+}
+
+// serveLocked binds addr and serves on it in the background; s.mu is held.
+func (s *Server) serveLocked(addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("server %s: listen on %s: %w", s.cfg.Name, addr, err)
@@ -235,13 +239,7 @@ func (s *Server) Restart() error {
 	if s.addr == "" {
 		return nil
 	}
-	ln, err := net.Listen("tcp", s.addr)
-	if err != nil {
-		return fmt.Errorf("server %s: restart on %s: %w", s.cfg.Name, s.addr, err)
-	}
-	s.httpSrv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
-	go func(srv *http.Server) { _ = srv.Serve(ln) }(s.httpSrv)
-	return nil
+	return s.serveLocked(s.addr)
 }
 
 // lookupModel resolves a request's model id to the LoRA adapter it names
@@ -544,9 +542,9 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// serveMetrics serves vLLM metrics and/or the GPU telemetry, after any
-// injected delay or failure.
-func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request, vllm, gpu bool) {
+// serveMetrics serves the engine's metrics (vLLM or SGLang names, if
+// withEngine) followed by the GPU telemetry, after any injected delay or failure.
+func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request, withEngine bool) {
 	f := s.faults.Load()
 	if f.MetricsDelayMS > 0 {
 		select {
@@ -563,7 +561,7 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request, vllm, gpu 
 	now := s.clock.Now()
 	fams := s.gpuFamilies(st, now)
 	switch {
-	case !vllm:
+	case !withEngine:
 	case s.cfg.MetricsFlavor == "sglang":
 		fams = append(s.sglangFamilies(st), fams...)
 	default:
