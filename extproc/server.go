@@ -333,7 +333,7 @@ func (st *stream) readSubset(md *corev3.Metadata) {
 		return
 	}
 	st.hasSubset = true
-	switch k := v.Kind.(type) {
+	switch k := v.GetKind().(type) {
 	case *structpb.Value_ListValue:
 		for _, e := range k.ListValue.GetValues() {
 			st.addSubset(e.GetStringValue())
@@ -396,7 +396,7 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders) (bool, error) {
 	if st.contentLen > st.srv.maxBody {
 		return st.fail(413, "request body of "+strconv.Itoa(st.contentLen)+" bytes is over the limit of "+strconv.Itoa(st.srv.maxBody)+" bytes")
 	}
-	if h.EndOfStream || st.pickAtHdrs {
+	if h.GetEndOfStream() || st.pickAtHdrs {
 		return st.decide(nil, false)
 	}
 	st.phase = phBody
@@ -414,8 +414,8 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) (bool, error) {
 	if st.phase != phBody {
 		return st.fail(500, "request body received before the request headers or after the body ended")
 	}
-	chunk := b.Body
-	if st.body == nil && len(st.buf) == 0 && b.EndOfStream {
+	chunk := b.GetBody()
+	if st.body == nil && len(st.buf) == 0 && b.GetEndOfStream() {
 		st.body = chunk // the whole body in one message: no copy
 	} else {
 		if len(st.buf)+len(chunk) > st.srv.maxBody {
@@ -432,7 +432,7 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) (bool, error) {
 	if len(st.body) > st.srv.maxBody {
 		return st.fail(413, "request body of "+strconv.Itoa(len(st.body))+" bytes is over the limit of "+strconv.Itoa(st.srv.maxBody)+" bytes")
 	}
-	if !b.EndOfStream {
+	if !b.GetEndOfStream() {
 		if st.partial {
 			// BUFFERED_PARTIAL over the proxy's buffer: a prefix of the
 			// body, not a JSON document. Decide without it.
@@ -645,7 +645,7 @@ func (st *stream) logDecision(model, target, dest string, res *scheduler.Result)
 
 func (st *stream) responseHeaders(h *extprocv3.HttpHeaders, md *corev3.Metadata) error {
 	st.readServed(md)
-	if h.EndOfStream {
+	if h.GetEndOfStream() {
 		st.finish()
 	}
 	return st.send(st.rep.responseHeaders(st.restore.active() && st.restore.lengthChanges()))
@@ -672,17 +672,17 @@ func (st *stream) readServed(md *corev3.Metadata) {
 }
 
 func (st *stream) responseBody(b *extprocv3.HttpBody) error {
-	chunk := b.Body
+	chunk := b.GetBody()
 	st.usage.feed(chunk)
 	out := chunk
 	if st.restore.active() {
-		out = st.restore.process(chunk, b.EndOfStream)
+		out = st.restore.process(chunk, b.GetEndOfStream())
 	}
-	if b.EndOfStream {
+	if b.GetEndOfStream() {
 		st.finish()
 	}
 	if st.respDuplex {
-		return st.send(st.rep.responseEcho(out, b.EndOfStream))
+		return st.send(st.rep.responseEcho(out, b.GetEndOfStream()))
 	}
 	var mutated []byte
 	if len(out) != len(chunk) || (len(out) > 0 && &out[0] != &chunk[0]) {

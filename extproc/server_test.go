@@ -842,3 +842,33 @@ func TestZeroAllocsPerRequest(t *testing.T) {
 		t.Errorf("%v allocations per request, want 0", n)
 	}
 }
+
+// TestMalformedMessagesDoNotPanic feeds nil sub-messages and odd metadata; the
+// server must answer (or end the stream) without reaching its panic guard.
+func TestMalformedMessagesDoNotPanic(t *testing.T) {
+	var logs bytes.Buffer
+	f := newFixture(t, 2, nil, Options{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelError}))})
+	nilValue := &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{SubsetNamespace: {Fields: map[string]*structpb.Value{SubsetKey: nil}}}}
+	for _, msgs := range [][]*extprocv3.ProcessingRequest{
+		{{Request: &extprocv3.ProcessingRequest_RequestHeaders{}}},
+		{{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{}}}, {Request: &extprocv3.ProcessingRequest_RequestBody{}}},
+		{reqHeadersMsg(nil, false, duplex, nilValue), reqBodyMsg(nil, true)},
+		{reqHeadersMsg(hdrs(":path", "/v1/completions"), true, nil, nil), {Request: &extprocv3.ProcessingRequest_ResponseHeaders{}}, {Request: &extprocv3.ProcessingRequest_ResponseBody{}}},
+		{{}, {Request: &extprocv3.ProcessingRequest_RequestTrailers{}}},
+	} {
+		s := f.open(t)
+		for _, m := range msgs {
+			s.Send(m)
+		}
+		s.CloseSend()
+		for {
+			if _, err := s.Recv(); err != nil {
+				break
+			}
+		}
+	}
+	waitIdle(t, f.srv, f.pool)
+	if logs.Len() != 0 {
+		t.Errorf("the panic guard fired: %s", logs.String())
+	}
+}
