@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -84,9 +85,13 @@ func BenchmarkOpenLoop(b *testing.B) {
 	// A starved machine must not snowball into thousands of sockets.
 	cfg.Load.MaxInFlight = 2000
 	b.ReportAllocs()
+	var ru0, ru1 syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	b.ResetTimer()
 	sum, err := Run(context.Background(), cfg, Options{})
 	b.StopTimer()
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	cpu := time.Duration(ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -102,4 +107,6 @@ func BenchmarkOpenLoop(b *testing.B) {
 	b.ReportMetric(sum.ScheduleDelay.P50*1000, "sched-p50-ms")
 	b.ReportMetric(float64(ms.HeapInuse)/(1<<20), "heap-MB")
 	b.ReportMetric(float64(sum.Requests.Failed), "failed")
+	// CPU of the whole process (generator and server) per request.
+	b.ReportMetric(float64(cpu.Microseconds())/float64(max(sum.Requests.Sent, 1)), "cpu-µs/req")
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"syscall"
@@ -66,6 +67,31 @@ type Client struct {
 	Headers   map[string]string
 	APIKey    string
 	Timeout   time.Duration
+
+	raw *rawHTTP // plain-http fast path; nil = net/http
+}
+
+// header returns the request headers (a fresh map).
+func (c *Client) header() http.Header {
+	h := http.Header{"Content-Type": {"application/json"}}
+	if c.Stream {
+		h.Set("Accept", "text/event-stream")
+	}
+	if c.APIKey != "" {
+		h.Set("Authorization", "Bearer "+c.APIKey)
+	}
+	for k, v := range c.Headers {
+		h.Set(k, v)
+	}
+	return h
+}
+
+// CloseIdleConnections closes kept-alive connections.
+func (c *Client) CloseIdleConnections() {
+	if c.raw != nil {
+		c.raw.closeIdle()
+	}
+	c.HTTP.CloseIdleConnections()
 }
 
 // NewClient builds a client for cfg with a connection pool sized for open
@@ -90,9 +116,21 @@ func NewClient(cfg *Config) *Client {
 	if strings.HasSuffix(base, "/v1") {
 		base = strings.TrimSuffix(base, "/v1")
 	}
-	return &Client{HTTP: &http.Client{Transport: tr}, URL: base + path, Model: cfg.Server.ModelName,
+	c := &Client{HTTP: &http.Client{Transport: tr}, URL: base + path, Model: cfg.Server.ModelName,
 		Chat: cfg.API.Type == APIChat, Stream: cfg.API.StreamingOn(), IgnoreEOS: cfg.Server.IgnoreEOS,
 		Headers: cfg.API.Headers, APIKey: cfg.Server.APIKey, Timeout: time.Duration(cfg.Load.RequestTimeout)}
+	if u, err := url.Parse(c.URL); err == nil && u.Scheme == "http" && u.User == nil {
+		addr := u.Host
+		if u.Port() == "" {
+			addr = net.JoinHostPort(u.Hostname(), "80")
+		}
+		p := u.EscapedPath()
+		if u.RawQuery != "" {
+			p += "?" + u.RawQuery
+		}
+		c.raw = newRawHTTP(addr, u.Host, p, c.header())
+	}
+	return c
 }
 
 type streamOptions struct {
@@ -167,29 +205,35 @@ func (c *Client) Do(ctx context.Context, req *Request, res *Result) {
 		ctx, cancel = context.WithTimeout(ctx, c.Timeout)
 		defer cancel()
 	}
-	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(payload))
-	if err != nil {
-		res.fail("request_error", 0, err.Error())
-		return
-	}
-	hr.Header.Set("Content-Type", "application/json")
-	if c.Stream {
-		hr.Header.Set("Accept", "text/event-stream")
-	}
-	if c.APIKey != "" {
-		hr.Header.Set("Authorization", "Bearer "+c.APIKey)
-	}
-	for k, v := range c.Headers {
-		hr.Header.Set(k, v)
+	var hr *http.Request
+	if c.raw == nil {
+		hr, err = http.NewRequestWithContext(ctx, http.MethodPost, c.URL, bytes.NewReader(payload))
+		if err != nil {
+			res.fail("request_error", 0, err.Error())
+			return
+		}
+		hr.Header = c.header()
 	}
 	sent := res.Sent
-	resp, err := c.HTTP.Do(hr)
+	var resp *http.Response
+	if c.raw != nil {
+		var pc *pconn
+		var stop func() bool
+		resp, pc, stop, err = c.raw.roundTrip(ctx, payload)
+		if err == nil {
+			defer func() { c.raw.finish(resp, pc, stop, res.OK()) }()
+		}
+	} else {
+		resp, err = c.HTTP.Do(hr)
+	}
 	if err != nil {
 		res.E2E = time.Since(sent)
 		res.fail(classify(ctx, err), 0, err.Error())
 		return
 	}
-	defer resp.Body.Close()
+	if c.raw == nil {
+		defer resp.Body.Close()
+	}
 	res.Status = resp.StatusCode
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))

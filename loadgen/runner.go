@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,12 +27,10 @@ type Options struct {
 	Client *Client
 }
 
-// spinBelow is how close to a planned send the dispatcher stops sleeping and
-// yields in a loop instead: Go timers can fire up to ~1 ms late when the
-// process is idle, which would show up as schedule delay.
+// spinBelow is how close to a planned send the dispatcher stops using
+// runtime timers (which can fire ~1 ms late) and sleeps in the kernel.
 const spinBelow = 1500 * time.Microsecond
 
-var spinMode = func() int { v, _ := strconv.Atoi(os.Getenv("LG_SPIN")); return v }()
 var resultPool = sync.Pool{New: func() any { return &Result{ITLs: make([]time.Duration, 0, 256)} }}
 
 func getResult() *Result {
@@ -80,7 +75,7 @@ func Run(ctx context.Context, cfg *Config, opt Options) (*Summary, error) {
 	r := &run{cfg: cfg, opt: opt, gen: gen, client: opt.Client}
 	if r.client == nil {
 		r.client = NewClient(cfg)
-		defer r.client.HTTP.CloseIdleConnections()
+		defer r.client.CloseIdleConnections()
 	}
 	if opt.CSV != nil {
 		r.csv = newCSVWriter(opt.CSV)
@@ -164,17 +159,17 @@ func Run(ctx context.Context, cfg *Config, opt Options) (*Summary, error) {
 	return sum, ctx.Err()
 }
 
-// runOpen sends on schedule whatever the server does: every request gets its
-// own goroutine, so a slow server never delays the next send.
+// job is one request handed to a sender goroutine.
 type job struct {
 	req     Request
 	planned time.Time
 	at      time.Duration
 }
 
-// waitUntil blocks until t (or ctx ends): a runtime timer for long waits,
-// then nanosleep(2) for the last stretch (runtime timers can fire up to
-// ~1 ms late when the process is idle), then a short spin.
+// waitUntil blocks until t (or ctx ends): a runtime timer for long waits;
+// then nanosleep(2) on a thread with 1 µs timer slack (runtime timers can
+// fire up to ~1 ms late when the process is idle: the netpoller waits in
+// whole milliseconds); then a spin of at most ~20 µs.
 func waitUntil(ctx context.Context, timer *time.Timer, t time.Time) {
 	for {
 		d := time.Until(t)
@@ -189,13 +184,8 @@ func waitUntil(ctx context.Context, timer *time.Timer, t time.Time) {
 				timer.Stop()
 				return
 			}
-		case spinMode == 1:
-			runtime.Gosched()
-		case spinMode == 0:
-			timer.Reset(d)
-			<-timer.C
-		case d > 100*time.Microsecond:
-			osSleep(d - 60*time.Microsecond)
+		case d > 40*time.Microsecond:
+			osSleep(d - 20*time.Microsecond)
 		}
 	}
 }
@@ -211,6 +201,7 @@ func (r *run) runOpen(ctx context.Context, sched schedule, start time.Time) {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	jobs := make(chan job)
+	defer preciseThread()()
 	sender := func(j job) {
 		defer wg.Done()
 		for {
@@ -251,9 +242,6 @@ func (r *run) runOpen(ctx context.Context, sched schedule, start time.Time) {
 		default:
 			wg.Add(1)
 			go sender(j)
-		}
-		if spinMode == 4 {
-			runtime.Gosched()
 		}
 	}
 	close(jobs)

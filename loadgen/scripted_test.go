@@ -39,6 +39,16 @@ func waitPrecise(t time.Time) {
 
 // newScriptedServer starts an OpenAI-like SSE server on 127.0.0.1.
 func newScriptedServer(t testing.TB, s script) (*httptest.Server, *atomic.Int64) {
+	return startScripted(t, s, false)
+}
+
+// newTLSScripted is newScriptedServer over https (6 tokens, 1 ms apart).
+func newTLSScripted(t testing.TB) *httptest.Server {
+	srv, _ := startScripted(t, script{ttft: time.Millisecond, itl: time.Millisecond}, true)
+	return srv
+}
+
+func startScripted(t testing.TB, s script, useTLS bool) (*httptest.Server, *atomic.Int64) {
 	var n atomic.Int64
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -110,7 +120,11 @@ func newScriptedServer(t testing.TB, s script) (*httptest.Server, *atomic.Int64)
 	}))
 	srv.Listener.Close()
 	srv.Listener = l
-	srv.Start()
+	if useTLS {
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
 	t.Cleanup(srv.Close)
 	return srv, &n
 }
