@@ -115,8 +115,11 @@ func Run(ctx context.Context, cfg *Config, opt Options) (*Summary, error) {
 		}
 	}()
 
-	start := time.Now().Add(2 * time.Millisecond)
-	r.rec = NewRecorder(n, cfg.SLO, start)
+	// Allocate everything first; the plan starts a little after, so the
+	// first sends are not late because of set-up work.
+	r.rec = NewRecorder(n, cfg.SLO, time.Time{})
+	start := time.Now().Add(5 * time.Millisecond)
+	r.rec.start = start
 	r.metas = make([]stageMeta, n)
 	bounds := stageBounds(stages)
 	for i, s := range stages {
