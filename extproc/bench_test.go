@@ -6,11 +6,13 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -176,7 +178,10 @@ func envoyRequest(ctx context.Context, c extprocv3.ExternalProcessorClient, hdr 
 // requests/s and latency percentiles.
 func runEnvoy(b *testing.B, srv extprocv3.ExternalProcessorServer, bodies [][]byte) {
 	c := extprocv3.NewExternalProcessorClient(serve(b, srv))
-	const streams = 16
+	streams := 16
+	if v, err := strconv.Atoi(os.Getenv("EXTPROC_BENCH_STREAMS")); err == nil && v > 0 {
+		streams = v // e.g. 1 to see per-request latency without queueing
+	}
 	hdrs := make([]*corev3.HeaderMap, len(bodies))
 	for i, body := range bodies {
 		hdrs[i] = postHeaders("/v1/chat/completions", len(body), "x-request-id", "req-"+strconv.Itoa(i), "user-agent", "bench")
@@ -193,6 +198,7 @@ func runEnvoy(b *testing.B, srv extprocv3.ExternalProcessorServer, bodies [][]by
 	var wg sync.WaitGroup
 	var failed atomic.Pointer[error]
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	start := time.Now()
 	for g := range streams {
 		wg.Add(1)
@@ -214,6 +220,7 @@ func runEnvoy(b *testing.B, srv extprocv3.ExternalProcessorServer, bodies [][]by
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu := cpuTime() - cpu0
 	b.StopTimer()
 	if err := failed.Load(); err != nil {
 		b.Fatal(*err)
@@ -226,6 +233,18 @@ func runEnvoy(b *testing.B, srv extprocv3.ExternalProcessorServer, bodies [][]by
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "req/s")
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
+	// Process CPU (client + server + gRPC) per request: steadier than
+	// req/s when other work shares the machine.
+	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/req")
+}
+
+// cpuTime is the process's user + system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func BenchmarkExtProc(b *testing.B) {
