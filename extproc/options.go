@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"runtime"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -79,8 +80,11 @@ type Options struct {
 }
 
 // GRPCServerOptions returns the grpc.ServerOptions the ext_proc listener
-// needs: a receive limit large enough for a BUFFERED body of maxBodyBytes
-// (0 means DefaultMaxBodyBytes) plus its envelope.
+// should use (add TLS credentials to them): a receive limit large enough for
+// a BUFFERED body of maxBodyBytes (0 means DefaultMaxBodyBytes) plus its
+// envelope, and one stream worker per P, so that stream goroutines (and
+// their grown stacks) are reused instead of started per request (~10% of the
+// CPU per request on the loopback benchmark, floor and picker alike).
 func GRPCServerOptions(maxBodyBytes int) []grpc.ServerOption {
 	if maxBodyBytes <= 0 {
 		maxBodyBytes = DefaultMaxBodyBytes
@@ -89,5 +93,5 @@ func GRPCServerOptions(maxBodyBytes int) []grpc.ServerOption {
 	if n < 0 || n > math.MaxInt32 {
 		n = math.MaxInt32
 	}
-	return []grpc.ServerOption{grpc.MaxRecvMsgSize(n)}
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(n), grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0)))}
 }
