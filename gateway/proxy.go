@@ -1,0 +1,257 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/google/uuid"
+)
+
+// hopHeaders are connection-scoped (RFC 9110 §7.6.1) and never forwarded.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+func isHop(canonicalKey string) bool {
+	for _, h := range hopHeaders {
+		if h == canonicalKey {
+			return true
+		}
+	}
+	return false
+}
+
+// forwardHeader copies src without hop-by-hop headers (and those named in
+// Connection) into dst.
+func forwardHeader(dst, src http.Header) {
+	var named []string
+	for _, v := range src["Connection"] {
+		for _, f := range strings.Split(v, ",") {
+			if f = textproto.TrimString(f); f != "" {
+				named = append(named, textproto.CanonicalMIMEHeaderKey(f))
+			}
+		}
+	}
+outer:
+	for k, vs := range src {
+		if isHop(k) {
+			continue
+		}
+		for _, n := range named {
+			if n == k {
+				continue outer
+			}
+		}
+		dst[k] = append(dst[k][:0:0], vs...)
+	}
+}
+
+// upstreamRequest is what is sent to an endpoint: the client request after
+// ext_proc's mutations.
+type upstreamRequest struct {
+	method string
+	host   string // Host header (the client's :authority)
+	uri    *url.URL
+	header http.Header
+	body   []byte
+}
+
+// errAllFailed says every endpoint of the destination list refused the
+// connection.
+type connectError struct {
+	dests []string
+	last  error
+}
+
+func (e *connectError) Error() string {
+	return "upstream connect error: expected one of " + strings.Join(e.dests, ",") + " to accept a connection, found: " + e.last.Error()
+}
+
+func (e *connectError) Unwrap() error { return e.last }
+
+// isConnectErr reports whether err happened before anything was sent: a
+// dial failure (refused, unreachable, dial timeout).
+func isConnectErr(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// roundTrip sends u to the first endpoint of dests that accepts a
+// connection and returns its response and address. The request context is
+// ctx (cancelled when the client goes away).
+func (g *Gateway) roundTrip(ctx context.Context, u *upstreamRequest, dests []string) (*http.Response, string, error) {
+	var last error
+	for _, d := range dests {
+		target := *u.uri
+		target.Scheme, target.Host = "http", d
+		req, err := http.NewRequestWithContext(ctx, u.method, target.String(), bytes.NewReader(u.body))
+		if err != nil {
+			return nil, d, err
+		}
+		if len(u.body) == 0 {
+			req.Body, req.GetBody, req.ContentLength = http.NoBody, nil, 0
+		}
+		req.Host = u.host
+		req.Header = u.header
+		resp, err := g.transport.RoundTrip(req)
+		if err == nil {
+			return resp, d, nil
+		}
+		if !isConnectErr(err) || ctx.Err() != nil {
+			return nil, d, err
+		}
+		g.log.Debug("gateway: endpoint refused the connection; trying the next", "endpoint", d, "error", err)
+		last = err
+	}
+	return nil, "", &connectError{dests: dests, last: last}
+}
+
+// upstreamFailure answers the client for a failed round trip: 503 when no
+// endpoint accepted a connection (as Envoy's "upstream connect error"),
+// 504 on a response header timeout, 502 otherwise.
+func upstreamFailure(w http.ResponseWriter, dest string, err error) {
+	var ce *connectError
+	var ne net.Error
+	switch {
+	case errors.As(err, &ce):
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+	case errors.As(err, &ne) && ne.Timeout():
+		writeError(w, http.StatusGatewayTimeout, "upstream "+dest+": expected response headers in time, found a timeout: "+err.Error())
+	default:
+		writeError(w, http.StatusBadGateway, "upstream "+dest+": "+err.Error())
+	}
+}
+
+// serveDirect is the no-epp mode: round-robin with fallback on connection
+// failure, the body buffered like the ext_proc path so both compare fairly.
+func (g *Gateway) serveDirect(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	body := g.getBody(r.ContentLength)
+	defer g.putBody(body)
+	if r.Body != nil && r.Body != http.NoBody {
+		b, err := readAll(r.Body, *body)
+		*body = b
+		if err != nil {
+			if ctx.Err() == nil {
+				writeError(w, http.StatusBadRequest, "reading the request body: "+err.Error())
+			}
+			return
+		}
+	}
+	u := &upstreamRequest{method: r.Method, host: r.Host, uri: r.URL, body: *body, header: make(http.Header, len(r.Header)+1)}
+	forwardHeader(u.header, r.Header)
+	u.header.Del("Content-Length")
+	if u.header.Get(HeaderRequestID) == "" {
+		u.header.Set(HeaderRequestID, uuid.NewString())
+	}
+	n := len(g.direct)
+	start := int((g.rr.Add(1) - 1) % uint64(n))
+	dests := make([]string, 0, n)
+	for i := range n {
+		dests = append(dests, g.direct[(start+i)%n])
+	}
+	resp, dest, err := g.roundTrip(ctx, u, dests)
+	if err != nil {
+		if ctx.Err() == nil {
+			g.log.Debug("gateway: upstream failed", "endpoint", dest, "error", err)
+			upstreamFailure(w, dest, err)
+		}
+		return
+	}
+	defer resp.Body.Close()
+	forwardHeader(w.Header(), resp.Header)
+	w.WriteHeader(resp.StatusCode)
+	flush(w)
+	buf := g.getChunk()
+	defer g.putChunk(buf)
+	for {
+		n, rerr := resp.Body.Read(*buf)
+		if n > 0 {
+			if _, werr := w.Write((*buf)[:n]); werr != nil {
+				return // client gone; the deferred Close stops the upstream
+			}
+			flush(w)
+		}
+		if rerr == io.EOF {
+			return
+		}
+		if rerr != nil {
+			g.log.Debug("gateway: upstream body failed", "endpoint", dest, "error", rerr)
+			// Truncated upstream response: abort the client's so it is not
+			// mistaken for a complete one (net/http recovers this sentinel).
+			panic(http.ErrAbortHandler)
+		}
+	}
+}
+
+// readAll appends r to buf until EOF.
+func readAll(r io.Reader, buf []byte) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+func flush(w http.ResponseWriter) {
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// errorType is the OpenAI-style error type for an HTTP status.
+func errorType(code int) string {
+	switch code {
+	case 400:
+		return "invalid_request_error"
+	case 404:
+		return "not_found_error"
+	case 413:
+		return "request_too_large"
+	case 429:
+		return "rate_limit_error"
+	case 502:
+		return "bad_gateway"
+	case 503:
+		return "service_unavailable"
+	case 504:
+		return "gateway_timeout"
+	}
+	return "internal_error"
+}
+
+// writeError answers with the OpenAI/vLLM error envelope, like epp does.
+func writeError(w http.ResponseWriter, code int, msg string) {
+	m, _ := json.Marshal(msg) // a string always marshals
+	b := make([]byte, 0, len(m)+96)
+	b = append(b, `{"error":{"message":`...)
+	b = append(b, m...)
+	b = append(b, `,"type":"`...)
+	b = append(b, errorType(code)...)
+	b = append(b, `","code":`...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, "}}"...)
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(code)
+	_, _ = w.Write(b)
+}
