@@ -34,11 +34,11 @@ func recordDur(h *hdrhistogram.Histogram, d time.Duration) {
 type stageStats struct {
 	ttft, itl, tpot, ntpot, e2e, sched *hdrhistogram.Histogram
 
-	sent, completed, failed, good int64
-	inputTokens, outputTokens     int64
-	estimated                     int64
-	errors                        map[string]int64
-	firstSend, lastSend, lastDone time.Time
+	planned, sent, completed, failed, good int64
+	inputTokens, outputTokens              int64
+	estimated                              int64
+	errors                                 map[string]int64
+	firstSend, lastSend, lastDone          time.Time
 }
 
 func newStageStats() *stageStats {
@@ -53,6 +53,7 @@ func (s *stageStats) merge(o *stageStats) {
 	s.ntpot.Merge(o.ntpot)
 	s.e2e.Merge(o.e2e)
 	s.sched.Merge(o.sched)
+	s.planned += o.planned
 	s.sent += o.sent
 	s.completed += o.completed
 	s.failed += o.failed
@@ -221,6 +222,13 @@ func (r *Recorder) Record(res *Result) {
 			sc.TTFTCount++
 		}
 	}
+}
+
+// Planned counts a send the schedule made.
+func (r *Recorder) Planned(stage int) {
+	r.mu.Lock()
+	r.stages[stage].planned++
+	r.mu.Unlock()
 }
 
 // Dropped counts a planned request that was not sent (client-side cap).

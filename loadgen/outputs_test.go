@@ -30,6 +30,7 @@ func TestSummaryGolden(t *testing.T) {
 	} {
 		r := r
 		r.Sent = start.Add(time.Duration(i) * 100 * ms)
+		rec.Planned(0)
 		rec.Sent(0, r.Sent)
 		rec.Record(&r)
 	}

@@ -222,6 +222,7 @@ func (r *run) runOpen(ctx context.Context, sched schedule, start time.Time) {
 		if !ok {
 			break
 		}
+		r.rec.Planned(a.stage)
 		if r.stopped[a.stage].Load() {
 			continue
 		}
@@ -293,6 +294,7 @@ func (r *run) runClosed(ctx context.Context, start time.Time) {
 			go func() {
 				defer wg.Done()
 				for r.ctxs[si].Err() == nil && left.Add(-1) >= 0 {
+					r.rec.Planned(si)
 					ready := time.Now()
 					genMu.Lock()
 					req := r.gen.next(idx)

@@ -32,6 +32,10 @@ type Figures struct {
 
 // RequestCounts counts requests by outcome.
 type RequestCounts struct {
+	// Planned is how many sends the schedule made (Poisson counts vary
+	// around rate × duration); Sent falls short only when a stage stopped
+	// early or the run was interrupted.
+	Planned   int64 `json:"planned"`
 	Sent      int64 `json:"sent"`
 	Completed int64 `json:"completed"`
 	Failed    int64 `json:"failed"`
@@ -90,7 +94,7 @@ var Definitions = map[string]string{
 	"ntpot":          "normalized time per output token: e2e / output tokens, per request",
 	"e2e":            "end-to-end latency: request sent → last byte of the response",
 	"schedule_delay": "actual send time − planned send time (the generator's own accuracy)",
-	"rate":           "requested = planned sends / planned duration; achieved = sends / max(planned duration, time of last send)",
+	"rate":           "requested = the stage's configured rate (trace_replay: records in the window / window); achieved = sends / max(stage duration, time of last send); requests.planned = sends the schedule made (Poisson counts vary around rate × duration)",
 	"throughput":     "completed requests (or their output tokens) / (stage start → last completion of the stage's requests)",
 	"goodput":        "completed requests meeting every SLO / the same window",
 	"tokens":         "from the server's usage (stream_options.include_usage); when absent, one token per content chunk (streaming) or per word, flagged estimated",
@@ -107,7 +111,7 @@ type stageMeta struct {
 }
 
 func figuresOf(s *stageStats, start time.Time, planned time.Duration, requested float64, pcts []float64) Figures {
-	f := Figures{Requests: RequestCounts{Sent: s.sent, Completed: s.completed, Failed: s.failed},
+	f := Figures{Requests: RequestCounts{Planned: s.planned, Sent: s.sent, Completed: s.completed, Failed: s.failed},
 		TTFT: latencyOf(s.ttft, pcts), TPOT: latencyOf(s.tpot, pcts), ITL: latencyOf(s.itl, pcts),
 		NTPOT: latencyOf(s.ntpot, pcts), E2E: latencyOf(s.e2e, pcts), ScheduleDelay: latencyOf(s.sched, pcts),
 		Errors: map[string]int64{}, GoodRequests: s.good,

@@ -186,11 +186,11 @@ func judge(rate float64, sum *Summary, slo SLOConfig, window time.Duration) Prob
 	case f.Requests.Sent > 0 && float64(f.Requests.Failed) > 0.05*float64(f.Requests.Sent):
 		p.Saturated = true
 		p.Reason = fmt.Sprintf("%d of %d requests failed", f.Requests.Failed, f.Requests.Sent)
-	case f.Rate.Achieved < 0.9*rate:
-		p.Saturated = true
-		p.Reason = fmt.Sprintf("the generator sent only %.2f of %.2f requests/s", f.Rate.Achieved, rate)
 	default:
-		if r := ttftDrift(sum.Timeline); r != "" {
+		if r := fallingBehind(sum.Timeline, sum.DurationSeconds, sum.Stages); r != "" {
+			p.Saturated = true
+			p.Reason = r
+		} else if r := ttftDrift(sum.Timeline); r != "" {
 			p.Saturated = true
 			p.Reason = r
 		}
@@ -199,10 +199,37 @@ func judge(rate float64, sum *Summary, slo SLOConfig, window time.Duration) Prob
 	return p
 }
 
+// fallingBehind reports a server that finishes fewer requests per second
+// than arrive: over the second half of the send window, completions (and
+// failures) fall short of sends by more than three standard deviations of
+// Poisson noise.
+func fallingBehind(tl []TimelineSecond, _ float64, stages []StageSummary) string {
+	if len(stages) != 1 || stages[0].DurationSeconds == 0 {
+		return ""
+	}
+	win := 0
+	if st := stages[0]; st.Rate.Requested != nil && *st.Rate.Requested > 0 {
+		win = int(float64(st.Requests.Planned) / *st.Rate.Requested) // whole seconds of the send window
+	}
+	if win < 2 || win > len(tl) {
+		return ""
+	}
+	var sent, done int64
+	for _, s := range tl[win/2 : win] {
+		sent += s.Sent
+		done += s.Completed + s.Failed
+	}
+	if float64(done) < float64(sent)-3*math.Sqrt(float64(sent))-2 {
+		secs := float64(win - win/2)
+		return fmt.Sprintf("finished %.1f req/s while %.1f req/s arrived (second half of the stage)", float64(done)/secs, float64(sent)/secs)
+	}
+	return ""
+}
+
 // ttftDrift reports latency that kept growing through a stage: the mean
 // TTFT of the last quarter of the seconds is over twice the first quarter's.
 func ttftDrift(tl []TimelineSecond) string {
-	if len(tl) < 8 {
+	if len(tl) < 4 {
 		return ""
 	}
 	q := len(tl) / 4

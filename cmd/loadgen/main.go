@@ -301,14 +301,17 @@ func cmdSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	raiseFileLimit()
-	fmt.Fprintf(stdout, "%9s %9s %9s %9s %9s %10s %6s %s\n", "rate", "achieved", "done/s", "goodput", "attain", "TTFT p90", "SLO", "")
+	fmt.Fprintf(stdout, "%9s %9s %9s %9s %8s %10s %6s %7s %s\n", "rate", "achieved", "done/s", "goodput", "attain", "TTFT p90", "SLO", "kept up", "")
 	res, err := loadgen.Sweep(ctx, cfg, loadgen.SweepOptions{OnProbe: func(p loadgen.Probe) {
-		verdict := "met"
+		slo, kept := "met", "yes"
 		if !p.MeetsSLO {
-			verdict = "missed"
+			slo = "missed"
 		}
-		fmt.Fprintf(stdout, "%9.2f %9.2f %9.2f %9.2f %9.3f %8.1fms %6s %s\n", p.Rate, p.Achieved, p.Throughput, p.Goodput,
-			p.Attainment, p.TTFTP90*1000, verdict, p.Reason)
+		if p.Saturated {
+			kept = "no"
+		}
+		fmt.Fprintf(stdout, "%9.2f %9.2f %9.2f %9.2f %8.3f %8.1fms %6s %7s %s\n", p.Rate, p.Achieved, p.Throughput, p.Goodput,
+			p.Attainment, p.TTFTP90*1000, slo, kept, p.Reason)
 	}})
 	if res != nil {
 		f, ferr := os.Create(filepath.Join(dir, "sweep.json"))
