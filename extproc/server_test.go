@@ -17,6 +17,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/fastepp/fastepp/scheduler"
@@ -871,4 +872,77 @@ func TestMalformedMessagesDoNotPanic(t *testing.T) {
 	if logs.Len() != 0 {
 		t.Errorf("the panic guard fired: %s", logs.String())
 	}
+}
+
+// TestPooledStateDoesNotLeakBetweenStreams runs a rewritten request, then a
+// plain one through the same (pooled) stream state: nothing of the first
+// (rewrite, restore, subset, request id) may affect the second.
+func TestPooledStateDoesNotLeakBetweenStreams(t *testing.T) {
+	p := newPool(t, nil, 4)
+	srv, err := New(p.sched, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"model":"client","prompt":"x"}`)
+	resp := []byte(`{"model":"served","usage":{"prompt_tokens":1,"completion_tokens":2}}`)
+	first := []*extprocv3.ProcessingRequest{
+		reqHeadersMsg(postHeaders("/v1/completions", len(body), HeaderModelRewrite, "served"), false, duplex,
+			subsetMD(p.handles[1].HostPort())),
+		reqBodyMsg(body, true),
+		respHeadersMsg(hdrs(":status", "200"), false),
+		respBodyMsg(resp, true),
+	}
+	second := []*extprocv3.ProcessingRequest{
+		reqHeadersMsg(postHeaders("/v1/completions", len(body), HeaderRequestID, "r2"), false, duplex, nil),
+		reqBodyMsg(body, true),
+		respHeadersMsg(hdrs(":status", "200"), false),
+		respBodyMsg(resp, true),
+	}
+	for range 3 { // sync.Pool hands the same state back on the same P, most of the time
+		rec := &recordStream{fakeStream: fakeStream{ctx: context.Background(), in: first}}
+		if err := srv.Process(rec); err != nil {
+			t.Fatal(err)
+		}
+		rec = &recordStream{fakeStream: fakeStream{ctx: context.Background(), in: second}}
+		done := make(chan error, 1)
+		go func() { done <- srv.Process(rec) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("second stream did not finish: state from the first one leaked")
+		}
+		if len(rec.out) != 4 {
+			t.Fatalf("second stream: %d answers, want 4", len(rec.out))
+		}
+		common := rec.out[0].GetRequestHeaders().GetResponse()
+		if _, ok := headerOf(common, HeaderRequestID); ok {
+			t.Error("second stream: x-request-id generated although the request had one")
+		}
+		if _, ok := headerOf(common, "content-length"); ok {
+			t.Error("second stream: content-length set although the body did not change")
+		}
+		if got := rec.out[1].GetRequestBody().GetResponse().GetBodyMutation().GetStreamedResponse().GetBody(); !bytes.Equal(got, body) {
+			t.Errorf("second stream: echoed %q, want %q", got, body)
+		}
+		if got := rec.out[3].GetResponseBody().GetResponse().GetBodyMutation().GetStreamedResponse().GetBody(); !bytes.Equal(got, resp) {
+			t.Errorf("second stream: response %q, want it unchanged %q", got, resp)
+		}
+	}
+	if p.inflight() != 0 {
+		t.Errorf("in-flight %d", p.inflight())
+	}
+}
+
+// recordStream keeps clones of the answers (the server reuses its messages).
+type recordStream struct {
+	fakeStream
+	out []*extprocv3.ProcessingResponse
+}
+
+func (r *recordStream) Send(m *extprocv3.ProcessingResponse) error {
+	r.out = append(r.out, proto.Clone(m).(*extprocv3.ProcessingResponse))
+	return nil
 }

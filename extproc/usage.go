@@ -162,13 +162,14 @@ func intField(obj []byte, key string) (int64, bool) {
 // model in response chunks, holding back a chunk's end when it may begin a
 // match that the next chunk completes.
 type modelRestorer struct {
+	on   bool
 	pats [2][]byte // `"model":<target>` and `"model": <target>`
 	reps [2][]byte // the same with the original model token
 	hold []byte
 	out  []byte
 }
 
-func (r *modelRestorer) active() bool { return r.pats[0] != nil }
+func (r *modelRestorer) active() bool { return r.on }
 
 // set prepares the restorer; targetTok and origTok are JSON string tokens
 // with quotes.
@@ -178,10 +179,13 @@ func (r *modelRestorer) set(targetTok, origTok []byte) {
 		r.reps[i] = append(append(r.reps[i][:0], pre...), origTok...)
 	}
 	r.hold = r.hold[:0]
+	r.on = true
 }
 
 func (r *modelRestorer) reset() {
-	r.pats[0], r.pats[1] = r.pats[0][:0:0], r.pats[1][:0:0]
+	r.on = false
+	r.pats[0], r.pats[1] = r.pats[0][:0], r.pats[1][:0]
+	r.reps[0], r.reps[1] = r.reps[0][:0], r.reps[1][:0]
 	r.hold = r.hold[:0]
 }
 
@@ -191,6 +195,9 @@ func (r *modelRestorer) lengthChanges() bool { return len(r.pats[0]) != len(r.re
 // process returns the chunk with the original model restored. The result is
 // valid until the next call.
 func (r *modelRestorer) process(c []byte, eos bool) []byte {
+	if !r.on || len(r.pats[0]) == 0 || len(r.pats[1]) == 0 {
+		return c // an empty pattern would match everywhere without progress
+	}
 	in := c
 	if len(r.hold) > 0 {
 		r.hold = append(r.hold, c...)
