@@ -182,6 +182,7 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}.charts{disp
 {{if .Errors}}<h2>Errors</h2><table><tr><th>kind</th><th>count</th></tr>{{range .Errors}}<tr><td>{{index . 0}}</td><td>{{index . 1}}</td></tr>{{end}}</table>{{end}}
 <h2>Charts</h2><div class="charts">{{range .Charts}}<div>{{.}}</div>{{end}}</div>
 <h2>Definitions</h2><table>{{range .Defs}}<tr><td>{{index . 0}}</td><td style="text-align:left">{{index . 1}}</td></tr>{{end}}</table>
+<p>Generator accuracy: {{.S.Requests.Planned}} sends planned, {{.S.Requests.Sent}} sent; schedule delay (actual − planned send) p50 {{ms3 .S.ScheduleDelay.P50}} ms, p99 {{ms3 .S.ScheduleDelay.P99}} ms, max {{ms3 .S.ScheduleDelay.Max}} ms.</p>
 <p>Token counts: {{.S.Tokens.Input}} input, {{.S.Tokens.Output}} output{{if .S.Tokens.Estimated}} ({{.S.Tokens.EstimatedRequests}} requests estimated: no usage from the server){{end}}.</p>
 </body></html>
 `))

@@ -256,8 +256,8 @@ func (s *Summary) Table(w io.Writer) {
 		row(fmt.Sprint(st.Index), st.Figures)
 	}
 	row("all", s.Figures)
-	fmt.Fprintf(w, "latencies in ms; schedule delay p50/p99 %.3f/%.3f ms; completed %d, failed %d",
-		s.ScheduleDelay.P50*1000, s.ScheduleDelay.P99*1000, s.Requests.Completed, s.Requests.Failed)
+	fmt.Fprintf(w, "latencies in ms; schedule delay p50/p99 %.3f/%.3f ms; planned %d, sent %d, completed %d, failed %d",
+		s.ScheduleDelay.P50*1000, s.ScheduleDelay.P99*1000, s.Requests.Planned, s.Requests.Sent, s.Requests.Completed, s.Requests.Failed)
 	if len(s.Errors) > 0 {
 		var parts []string
 		for _, k := range sortedKeys(s.Errors) {
