@@ -120,3 +120,30 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestSweepThenPlan(t *testing.T) {
+	url, _ := server(t)
+	cfg := writeCfg(t, `
+load: {type: constant, stages: [{rate: 1, duration: 1}]}
+server: {base_url: "`+url+`", model_name: m}
+data: {type: random, input_distribution: {mean: 10}, output_distribution: {mean: 3}}
+slo: {ttft: 1s}
+`)
+	out := filepath.Join(t.TempDir(), "sweep")
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"sweep", "-c", cfg, "--output", out, "--min-rate", "10", "--max-rate", "40", "--stage-duration", "300ms", "--replicas", "2"}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("sweep exit %d: %s %s", code, stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "max rate meeting the SLO: 40.00 req/s") {
+		t.Errorf("sweep output:\n%s", stdout.String())
+	}
+	stdout.Reset()
+	if code := run([]string{"plan", "--target-rate", "100", out}, &stdout, &stderr); code != 0 {
+		t.Fatalf("plan exit %d: %s", code, stderr.String())
+	}
+	// 40 req/s on 2 replicas = 20 per replica; 100 × 1.2 / 20 = 6.
+	if !strings.Contains(stdout.String(), "replicas: 6 ") {
+		t.Errorf("plan output:\n%s", stdout.String())
+	}
+}
