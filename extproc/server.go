@@ -158,6 +158,7 @@ type stream struct {
 	ps  extprocv3.ExternalProcessor_ProcessServer
 
 	first        bool
+	observe      bool // the current message is in observability mode: answer nothing
 	buffered     bool // BUFFERED or BUFFERED_PARTIAL: answer headers at once, decide on the body message
 	partial      bool // BUFFERED_PARTIAL: the one body message may be a truncated prefix
 	pickAtHdrs   bool // NONE or STREAMED: the body cannot reach the decision; pick at headers
@@ -197,7 +198,7 @@ type stream struct {
 
 func (st *stream) reset() {
 	st.ps = nil
-	st.first = true
+	st.first, st.observe = true, false
 	st.buffered, st.partial, st.pickAtHdrs, st.respDuplex = false, false, false, false
 	st.phase = phHeaders
 	st.path, st.requestIDRaw, st.requestID, st.genID, st.rewrite, st.objective = nil, nil, "", false, nil, nil
@@ -266,6 +267,8 @@ func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) (err erro
 // handle processes one message; done ends the stream (after an immediate
 // response). A non-nil error means the stream is broken (Send failed).
 func (st *stream) handle(msg *extprocv3.ProcessingRequest) (done bool, err error) {
+	// Observability mode: the proxy ignores answers, so send none.
+	st.observe = msg.GetObservabilityMode()
 	if st.first {
 		st.first = false
 		st.setModes(msg.GetProtocolConfig())
@@ -727,6 +730,9 @@ func (st *stream) release() {
 }
 
 func (st *stream) send(r *extprocv3.ProcessingResponse) error {
+	if st.observe {
+		return nil
+	}
 	return st.ps.Send(r)
 }
 

@@ -946,3 +946,27 @@ func (r *recordStream) Send(m *extprocv3.ProcessingResponse) error {
 	r.out = append(r.out, proto.Clone(m).(*extprocv3.ProcessingResponse))
 	return nil
 }
+
+func TestObservabilityModeAnswersNothing(t *testing.T) {
+	p := newPool(t, nil, 2)
+	srv, err := New(p.sched, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"model":"m","prompt":"x"}`)
+	msgs := []*extprocv3.ProcessingRequest{
+		reqHeadersMsg(postHeaders("/v1/completions", len(body)), false, duplex, nil),
+		reqBodyMsg(body, true),
+		respHeadersMsg(hdrs(":status", "200"), true),
+	}
+	for _, m := range msgs {
+		m.ObservabilityMode = true
+	}
+	fs := &fakeStream{ctx: context.Background(), in: msgs}
+	if err := srv.Process(fs); err != nil {
+		t.Fatal(err)
+	}
+	if fs.sent != 0 || p.inflight() != 0 {
+		t.Errorf("observability mode: sent %d answers (want 0), in-flight %d", fs.sent, p.inflight())
+	}
+}
