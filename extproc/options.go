@@ -11,14 +11,16 @@ import (
 )
 
 // BodyMode is how request bodies arrive when the proxy does not say so in
-// the first message's protocol_config (older Envoy).
+// the first message's protocol_config (older Envoy). A protocol_config, when
+// present, always wins: it states what the proxy does.
 type BodyMode uint8
 
 const (
-	// ModeAuto trusts protocol_config and falls back to streamed.
+	// ModeAuto: streamed when there is no protocol_config.
 	ModeAuto BodyMode = iota
 	// ModeStreamed is FULL_DUPLEX_STREAMED: headers, then body chunks
-	// without waiting; nothing is answered until the body ends.
+	// without waiting; nothing is answered until the body ends. Same as
+	// ModeAuto; it exists so the flag can say it explicitly.
 	ModeStreamed
 	// ModeBuffered is BUFFERED: headers are answered at once, then the whole
 	// body arrives in one message.

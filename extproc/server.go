@@ -299,13 +299,13 @@ func (st *stream) handle(msg *extprocv3.ProcessingRequest) (done bool, err error
 	return st.fail(500, "unexpected ext_proc message type")
 }
 
+// setModes takes the body modes from the first message's protocol_config
+// (what the proxy actually does); without one, from Options.BodyMode (auto
+// means streamed), for the response too.
 func (st *stream) setModes(pc *extprocv3.ProtocolConfiguration) {
-	if pc == nil || st.srv.mode != ModeAuto {
+	if pc == nil {
 		st.buffered = st.srv.mode == ModeBuffered
 		st.respDuplex = !st.buffered
-		if pc != nil {
-			st.respDuplex = pc.ResponseBodyMode == filterv3.ProcessingMode_FULL_DUPLEX_STREAMED
-		}
 		return
 	}
 	switch pc.RequestBodyMode {

@@ -970,3 +970,15 @@ func TestObservabilityModeAnswersNothing(t *testing.T) {
 		t.Errorf("observability mode: sent %d answers (want 0), in-flight %d", fs.sent, p.inflight())
 	}
 }
+
+func TestProtocolConfigWinsOverFlag(t *testing.T) {
+	f := newFixture(t, 2, nil, Options{BodyMode: ModeBuffered})
+	s := f.open(t)
+	body := []byte(`{"model":"m","prompt":"x"}`)
+	hr, echo := roundTrip(t, s, "/v1/completions", body, 0) // protocol_config: FULL_DUPLEX_STREAMED
+	if h, _ := destOf(hr, hr.GetRequestHeaders().GetResponse()); h == "" || !bytes.Equal(echo, body) {
+		t.Fatalf("expected the streamed answer the proxy asked for, found %v / %q", hr, echo)
+	}
+	s.CloseSend()
+	waitIdle(t, f.srv, f.pool)
+}
