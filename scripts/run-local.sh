@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# run-local.sh — the local stack behind `make run`: builds the binaries into
+# ./bin, starts a simulated vLLM fleet, epp in front of it, the gateway (an
+# Envoy stand-in speaking ext_proc to epp), runs a short shared-prefix
+# workload with loadgen through the gateway, prints the summary and where
+# the results are, then stops everything it started.
+#
+# Every listener is on 127.0.0.1 with a port the kernel picks (read back from
+# each process's start-up line), so nothing clashes with a running stack.
+#
+# Knobs (environment):
+#   GO=go                 Go command used to build
+#   BIN=bin               where the binaries go
+#   SERVERS=4             simulated servers
+#   GPU=mi300x            simulator GPU profile
+#   MODEL_PROFILE=llama-3.1-8b   simulator model profile
+#   LOADGEN_CONFIG=configs/loadgen/local-stack.yaml   workload (its server.base_url is replaced)
+#   OUT_DIR=out/local-stack-<UTC time>   results and logs
+#   EPP_TLS=0             1: epp serves ext_proc over TLS (self-signed), the gateway dials with --epp-tls
+#   DIRECT=0              1: no epp, the gateway round-robins over the fleet (the Service baseline)
+#   EPP_FLAGS, GATEWAY_FLAGS, SIMULATOR_FLAGS, LOADGEN_FLAGS   extra flags, split on spaces
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+GO=${GO:-go}
+BIN=${BIN:-bin}
+SERVERS=${SERVERS:-4}
+GPU=${GPU:-mi300x}
+MODEL_PROFILE=${MODEL_PROFILE:-llama-3.1-8b}
+LOADGEN_CONFIG=${LOADGEN_CONFIG:-configs/loadgen/local-stack.yaml}
+OUT_DIR=${OUT_DIR:-out/local-stack-$(date -u +%Y%m%d-%H%M%S)}
+EPP_TLS=${EPP_TLS:-0}
+DIRECT=${DIRECT:-0}
+read -r -a EPP_EXTRA <<<"${EPP_FLAGS:-}"
+read -r -a GATEWAY_EXTRA <<<"${GATEWAY_FLAGS:-}"
+read -r -a SIMULATOR_EXTRA <<<"${SIMULATOR_FLAGS:-}"
+read -r -a LOADGEN_EXTRA <<<"${LOADGEN_FLAGS:-}"
+
+LOGS="$OUT_DIR/logs"
+PIDS=()
+
+say() { printf '==> %s\n' "$*"; }
+die() {
+	printf 'run-local: %s\n' "$*" >&2
+	exit 1
+}
+
+# cleanup stops what this script started, newest first: SIGTERM, then
+# SIGKILL for anything still alive after 5 s.
+cleanup() {
+	local code=$? pid i
+	trap - EXIT INT TERM
+	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+		kill -TERM "${PIDS[i]}" 2>/dev/null || true
+	done
+	for pid in "${PIDS[@]}"; do
+		for _ in $(seq 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	if ((${#PIDS[@]} > 0)); then
+		say "stopped ${#PIDS[@]} background processes (logs in $LOGS)"
+	fi
+	exit "$code"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# http_get URL prints the body of a GET (curl when present, else bash's
+# /dev/tcp with HTTP/1.0); fails on a non-2xx status.
+http_get() {
+	local url=$1
+	if command -v curl >/dev/null 2>&1; then
+		curl -fsS --max-time 5 "$url"
+		return
+	fi
+	local rest=${url#http://} hostport path
+	hostport=${rest%%/*}
+	path=/${rest#*/}
+	[[ $rest == */* ]] || path=/
+	exec 3<>"/dev/tcp/${hostport%:*}/${hostport##*:}" || return 1
+	printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$path" "$hostport" >&3
+	local status
+	IFS= read -r status <&3 || return 1
+	[[ $status == "HTTP/1."?" 2"* ]] || {
+		exec 3<&-
+		return 1
+	}
+	sed '1,/^\r\{0,1\}$/d' <&3
+	exec 3<&-
+}
+
+# wait_for_line NAME PID FILE REGEX SECONDS waits until FILE has a line
+# matching REGEX; fails early, with the log, if the process exits.
+wait_for_line() {
+	local name=$1 pid=$2 file=$3 re=$4 secs=$5 i
+	for ((i = 0; i < secs * 10; i++)); do
+		if grep -Eq -- "$re" "$file" 2>/dev/null; then
+			return 0
+		fi
+		if ! kill -0 "$pid" 2>/dev/null; then
+			tail -n 20 "$file" >&2 || true
+			die "$name exited before it was ready (log: $file)"
+		fi
+		sleep 0.1
+	done
+	tail -n 20 "$file" >&2 || true
+	die "$name not ready after ${secs}s: expected a line matching /$re/ in $file"
+}
+
+[[ -f $LOADGEN_CONFIG ]] || die "workload: expected a loadgen config at $LOADGEN_CONFIG, found none"
+[[ $SERVERS =~ ^[1-9][0-9]*$ ]] || die "SERVERS: expected a positive number, found '$SERVERS'"
+mkdir -p "$LOGS"
+
+say "building epp, simulator, gateway, loadgen into $BIN/"
+"$GO" build -o "$BIN/" ./cmd/epp ./cmd/simulator ./cmd/gateway ./cmd/loadgen
+
+say "starting $SERVERS simulated servers ($MODEL_PROFILE on $GPU)"
+"$BIN/simulator" --servers "$SERVERS" --base-port 0 --gpu "$GPU" --model-profile "$MODEL_PROFILE" \
+	${SIMULATOR_EXTRA[@]+"${SIMULATOR_EXTRA[@]}"} >"$LOGS/simulator.log" 2>&1 &
+PIDS+=($!)
+wait_for_line simulator "$!" "$LOGS/simulator.log" 'servers? up' 30
+mapfile -t ENDPOINTS < <(grep -Eo 'listening on http://[0-9.]+:[0-9]+' "$LOGS/simulator.log" | sed 's#.*http://##')
+((${#ENDPOINTS[@]} == SERVERS)) || die "simulator: expected $SERVERS 'listening on' lines in $LOGS/simulator.log, found ${#ENDPOINTS[@]}"
+ENDPOINT_LIST=$(
+	IFS=,
+	echo "${ENDPOINTS[*]}"
+)
+say "fleet: $ENDPOINT_LIST"
+
+EPP_METRICS=
+if [[ $DIRECT == 1 ]]; then
+	UPSTREAM=(--direct "$ENDPOINT_LIST")
+else
+	secure=false
+	[[ $EPP_TLS == 1 ]] && secure=true
+	say "starting epp (ext_proc TLS: $secure)"
+	"$BIN/epp" --endpoints "$ENDPOINT_LIST" --secure-serving="$secure" --bind-address 127.0.0.1 \
+		--grpc-port 0 --grpc-health-port 0 --metrics-port 0 \
+		${EPP_EXTRA[@]+"${EPP_EXTRA[@]}"} >"$LOGS/epp.log" 2>&1 &
+	PIDS+=($!)
+	wait_for_line epp "$!" "$LOGS/epp.log" '"msg":"epp serving"' 30
+	serving=$(grep -m1 '"msg":"epp serving"' "$LOGS/epp.log")
+	EPP_GRPC=$(sed -E 's/.*"grpc":"([^"]+)".*/\1/' <<<"$serving")
+	EPP_METRICS=$(sed -E 's/.*"metrics":"([^"]+)".*/\1/' <<<"$serving")
+	[[ $EPP_GRPC =~ ^[0-9.]+:[0-9]+$ ]] || die "epp: expected the ext_proc address in its 'epp serving' line, found '$EPP_GRPC'"
+	# Ready when every endpoint has been scraped and is in scoring.
+	ready=
+	for _ in $(seq 100); do
+		page=$(http_get "http://$EPP_METRICS/metrics" 2>/dev/null || true)
+		if grep -Eq "^inference_pool_ready_pods $SERVERS\$" <<<"$page"; then
+			ready=1
+			break
+		fi
+		sleep 0.1
+	done
+	[[ -n $ready ]] || die "epp: expected inference_pool_ready_pods $SERVERS on http://$EPP_METRICS/metrics within 10s (log: $LOGS/epp.log)"
+	say "epp ready: ext_proc $EPP_GRPC, metrics http://$EPP_METRICS/metrics"
+	UPSTREAM=(--epp "$EPP_GRPC")
+	[[ $EPP_TLS == 1 ]] && UPSTREAM+=(--epp-tls)
+fi
+
+say "starting the gateway"
+"$BIN/gateway" --listen 127.0.0.1:0 "${UPSTREAM[@]}" ${GATEWAY_EXTRA[@]+"${GATEWAY_EXTRA[@]}"} >"$LOGS/gateway.log" 2>&1 &
+PIDS+=($!)
+wait_for_line gateway "$!" "$LOGS/gateway.log" '^gateway listening on http://' 15
+GATEWAY_URL=$(grep -m1 -Eo 'http://[0-9.]+:[0-9]+' "$LOGS/gateway.log")
+http_get "$GATEWAY_URL/v1/models" >/dev/null || die "gateway: expected GET $GATEWAY_URL/v1/models to answer 2xx through the stack, found an error (logs in $LOGS)"
+say "gateway ready: $(sed -E 's/^gateway listening on //' <(head -n1 "$LOGS/gateway.log"))"
+
+CONFIG="$OUT_DIR/loadgen.yaml"
+sed -E "s#base_url: *\"?[^\",}]*\"?#base_url: \"$GATEWAY_URL\"#" "$LOADGEN_CONFIG" >"$CONFIG"
+grep -q "base_url: \"$GATEWAY_URL\"" "$CONFIG" || die "workload: expected a server.base_url in $LOADGEN_CONFIG to point at the gateway, found none"
+say "running loadgen ($LOADGEN_CONFIG) through the gateway"
+status=0
+"$BIN/loadgen" run -c "$CONFIG" --output "$OUT_DIR" ${LOADGEN_EXTRA[@]+"${LOADGEN_EXTRA[@]}"} || status=$?
+
+# Where the requests went, from each server's own counters.
+say "per endpoint (simulator counters):"
+for ep in "${ENDPOINTS[@]}"; do
+	page=$(http_get "http://$ep/metrics" 2>/dev/null || true)
+	awk -v ep="$ep" '
+		/^vllm:request_success_total/ { done += $NF }
+		/^vllm:prefix_cache_queries_total/ { q += $NF }
+		/^vllm:prefix_cache_hits_total/ { h += $NF }
+		END { printf "    %-22s requests %5d   prefix-cache hit rate %s\n", ep, done, (q > 0 ? sprintf("%5.1f%%", 100 * h / q) : "  n/a") }
+	' <<<"$page"
+done
+
+echo
+say "results:"
+echo "    summary:  $OUT_DIR/summary.json"
+echo "    report:   $OUT_DIR/report.html"
+echo "    requests: $OUT_DIR/requests.csv"
+echo "    logs:     $LOGS/{simulator,epp,gateway}.log"
+exit "$status"
