@@ -253,6 +253,11 @@ func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) (err erro
 		msg, rerr := ps.Recv()
 		if rerr != nil {
 			if rerr == io.EOF {
+				// The proxy closed the stream: the response ended here when it
+				// did not send (or we were not sent) its end.
+				if st.phase == phResponse {
+					st.finish()
+				}
 				return nil
 			}
 			return rerr // broken stream or client cancel: state is released by the defer

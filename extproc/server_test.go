@@ -172,6 +172,14 @@ func TestRequestIDForwardedNotRegenerated(t *testing.T) {
 	}
 	s.CloseSend()
 	waitIdle(t, f.srv, f.pool)
+	// The proxy closed the stream without response messages: that is the
+	// response end, and the request duration is recorded.
+	if n := f.metric(t, "inference_objective_request_duration_seconds"); n != 1 {
+		t.Errorf("request duration observations = %v, want 1", n)
+	}
+	if n := f.metric(t, "inference_objective_running_requests"); n != 0 {
+		t.Errorf("running requests = %v after the stream ended, want 0", n)
+	}
 }
 
 func TestBufferedMode(t *testing.T) {
