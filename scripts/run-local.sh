@@ -63,7 +63,7 @@ cleanup() {
 		wait "$pid" 2>/dev/null || true
 	done
 	if ((${#PIDS[@]} > 0)); then
-		say "stopped ${#PIDS[@]} background processes (logs in $LOGS)"
+		say "stack stopped (logs in $LOGS)"
 	fi
 	exit "$code"
 }
@@ -177,8 +177,13 @@ CONFIG="$OUT_DIR/loadgen.yaml"
 sed -E "s#base_url: *\"?[^\",}]*\"?#base_url: \"$GATEWAY_URL\"#" "$LOADGEN_CONFIG" >"$CONFIG"
 grep -q "base_url: \"$GATEWAY_URL\"" "$CONFIG" || die "workload: expected a server.base_url in $LOADGEN_CONFIG to point at the gateway, found none"
 say "running loadgen ($LOADGEN_CONFIG) through the gateway"
+# In the background and waited for, so a signal to this script runs the
+# cleanup trap at once instead of after loadgen ends.
 status=0
-"$BIN/loadgen" run -c "$CONFIG" --output "$OUT_DIR" ${LOADGEN_EXTRA[@]+"${LOADGEN_EXTRA[@]}"} || status=$?
+"$BIN/loadgen" run -c "$CONFIG" --output "$OUT_DIR" ${LOADGEN_EXTRA[@]+"${LOADGEN_EXTRA[@]}"} &
+PIDS+=($!)
+wait "$!" || status=$?
+((status == 0)) || printf 'run-local: loadgen exited with status %d\n' "$status" >&2
 
 # Where the requests went, from each server's own counters.
 say "per endpoint (simulator counters):"
