@@ -86,11 +86,12 @@ type pseudo struct {
 
 // applyMutation applies an ext_proc header mutation to h the way Envoy's
 // ext_proc filter does: append_action when set, else the deprecated append
-// flag, else overwrite. Pseudo-headers go to ps (nil: ignored);
-// content-length is left to the proxy, which knows the real length.
-func applyMutation(m *extprocv3.HeaderMutation, h http.Header, ps *pseudo) {
+// flag, else overwrite. Pseudo-headers go to ps (nil: ignored).
+// content-length is left to the proxy, which knows the real length; the
+// result says whether the mutation set or removed it.
+func applyMutation(m *extprocv3.HeaderMutation, h http.Header, ps *pseudo) (contentLength bool) {
 	if m == nil {
-		return
+		return false
 	}
 	for _, o := range m.GetSetHeaders() {
 		hv := o.GetHeader()
@@ -113,7 +114,11 @@ func applyMutation(m *extprocv3.HeaderMutation, h http.Header, ps *pseudo) {
 			}
 			continue
 		}
-		if strings.EqualFold(k, "content-length") || strings.EqualFold(k, "host") {
+		if strings.EqualFold(k, "content-length") {
+			contentLength = true
+			continue
+		}
+		if strings.EqualFold(k, "host") {
 			continue
 		}
 		ck := http.CanonicalHeaderKey(k)
@@ -142,10 +147,14 @@ func applyMutation(m *extprocv3.HeaderMutation, h http.Header, ps *pseudo) {
 		}
 	}
 	for _, k := range m.GetRemoveHeaders() {
+		if strings.EqualFold(k, "content-length") {
+			contentLength = true
+		}
 		if k != "" && k[0] != ':' && !strings.EqualFold(k, "host") {
 			h.Del(k)
 		}
 	}
+	return contentLength
 }
 
 // destination returns the endpoint list from the header mutation, else from
@@ -387,11 +396,10 @@ func (g *Gateway) serveExtProc(w http.ResponseWriter, r *http.Request) {
 	out := w.Header()
 	forwardHeader(out, resp.Header)
 	rps := pseudo{}
-	applyMutation(hr.GetResponse().GetHeaderMutation(), out, &rps)
-	for _, k := range hr.GetResponse().GetHeaderMutation().GetRemoveHeaders() {
-		if strings.EqualFold(k, "content-length") {
-			out.Del("Content-Length") // the body length changes: chunked to the client
-		}
+	if applyMutation(hr.GetResponse().GetHeaderMutation(), out, &rps) {
+		// epp removed (or set) content-length: the body length changes, so
+		// the client gets it chunked.
+		out.Del("Content-Length")
 	}
 	status := resp.StatusCode
 	if n, err := strconv.Atoi(rps.status); err == nil && n >= 100 && n <= 599 {

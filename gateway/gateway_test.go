@@ -575,3 +575,160 @@ func TestConfigErrors(t *testing.T) {
 		t.Error("ParseEndpoints accepted an empty list")
 	}
 }
+
+// TestBodies sends bodies larger than a chunk (several ext_proc messages
+// each way, echo chunks capped at 62,000 bytes) and a chunked client body
+// of unknown length; the upstream must get them byte for byte.
+func TestBodies(t *testing.T) {
+	a := newUpstream(t)
+	s := newStack(t, nil, a.addr)
+	big := `{"model":"m","prompt":"` + strings.Repeat("long context ", 25000) + `"}` // ~325 KB
+	for _, tc := range []struct {
+		name    string
+		body    string
+		chunked bool
+	}{
+		{"300KB", big, false},
+		{"300KB chunked", big, true},
+		{"small chunked", `{"model":"m","prompt":"p"}`, true},
+		{"exact chunk", `{"model":"m","prompt":"` + strings.Repeat("x", DefaultChunkSize-len(`{"model":"m","prompt":""}`)) + `"}`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var r io.Reader = strings.NewReader(tc.body)
+			if tc.chunked {
+				r = io.MultiReader(r) // hides the length: Transfer-Encoding: chunked
+			}
+			req, _ := http.NewRequest("POST", s.url+"/v1/completions", r)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d: %s", resp.StatusCode, got)
+			}
+			ubody, _, _, n := a.last()
+			if ubody != tc.body || n != int64(len(tc.body)) {
+				t.Errorf("upstream got %d bytes (content-length %d), want %d", len(ubody), n, len(tc.body))
+			}
+			s.waitIdle(t)
+		})
+	}
+}
+
+// TestUpstreamStatusAndTruncation relays an upstream error status as it is,
+// and aborts the client's response when the upstream's breaks mid-body so a
+// truncated stream is not taken for a complete one.
+func TestUpstreamStatusAndTruncation(t *testing.T) {
+	a := newUpstream(t)
+	s := newStack(t, nil, a.addr)
+	a.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(429)
+		io.WriteString(w, `{"error":"busy"}`)
+	})
+	if resp, got := post(t, s.url+"/v1/completions", `{"model":"m","prompt":"p"}`); resp.StatusCode != 429 || got != `{"error":"busy"}` {
+		t.Errorf("upstream 429: relayed %d %q", resp.StatusCode, got)
+	}
+	s.waitIdle(t)
+
+	a.setHandler(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: partial\n\n")
+		w.(http.Flusher).Flush()
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close() // no terminating chunk
+		}
+	})
+	req, _ := http.NewRequest("POST", s.url+"/v1/completions", strings.NewReader(`{"model":"m","prompt":"p","stream":true}`))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil {
+		t.Errorf("truncated upstream: client read %q without an error", got)
+	}
+	s.waitIdle(t)
+}
+
+func BenchmarkGateway(b *testing.B) {
+	for _, mode := range []string{"epp", "direct"} {
+		b.Run(mode, func(b *testing.B) {
+			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "text/event-stream")
+				for range 4 {
+					io.WriteString(w, "data: {\"choices\":[{\"text\":\"tok\"}]}\n\n")
+					w.(http.Flusher).Flush()
+				}
+			}))
+			defer up.Close()
+			addr := strings.TrimPrefix(up.URL, "http://")
+			var url string
+			if mode == "epp" {
+				url = newBenchStack(b, addr)
+			} else {
+				gw, err := New(Config{Direct: []string{addr}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer gw.Close()
+				hs := httptest.NewServer(gw)
+				defer hs.Close()
+				url = hs.URL
+			}
+			body := `{"model":"m","stream":true,"prompt":"` + strings.Repeat("benchmark prompt ", 200) + `"}`
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				resp, err := client.Post(url+"/v1/completions", "application/json", strings.NewReader(body))
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					b.Fatalf("status %d", resp.StatusCode)
+				}
+			}
+		})
+	}
+}
+
+// newBenchStack is newStack for benchmarks: epp's ext_proc server with one
+// endpoint and a gateway in front; it returns the gateway's URL.
+func newBenchStack(b *testing.B, addr string) string {
+	plan, err := scorers.DefaultPlan()
+	if err != nil {
+		b.Fatal(err)
+	}
+	sched := scheduler.New(plan)
+	ap := netip.MustParseAddrPort(addr)
+	h := scheduler.NewHandle(scheduler.Endpoint{Name: addr, Addr: ap.Addr(), Port: ap.Port()})
+	sched.Publish(scheduler.NewSnapshot([]scheduler.EndpointState{{H: h, Healthy: true, M: scheduler.Metrics{UpdatedAt: time.Now()}}}, time.Now(), time.Hour))
+	ep, err := extproc.New(sched, extproc.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	g := grpc.NewServer(extproc.GRPCServerOptions(0)...)
+	ep.Register(g)
+	go g.Serve(lis)
+	b.Cleanup(g.Stop)
+	gw, err := New(Config{EPP: lis.Addr().String()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { gw.Close() })
+	hs := httptest.NewServer(gw)
+	b.Cleanup(hs.Close)
+	return hs.URL
+}
