@@ -54,7 +54,7 @@ cleanup() {
 	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
 		kill -TERM "${PIDS[i]}" 2>/dev/null || true
 	done
-	for pid in "${PIDS[@]}"; do
+	for pid in ${PIDS[@]+"${PIDS[@]}"}; do
 		for _ in $(seq 50); do
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.1
@@ -125,7 +125,10 @@ say "starting $SERVERS simulated servers ($MODEL_PROFILE on $GPU)"
 	${SIMULATOR_EXTRA[@]+"${SIMULATOR_EXTRA[@]}"} >"$LOGS/simulator.log" 2>&1 &
 PIDS+=($!)
 wait_for_line simulator "$!" "$LOGS/simulator.log" 'servers? up' 30
-mapfile -t ENDPOINTS < <(grep -Eo 'listening on http://[0-9.]+:[0-9]+' "$LOGS/simulator.log" | sed 's#.*http://##')
+ENDPOINTS=()
+while IFS= read -r ep; do
+	ENDPOINTS+=("$ep")
+done < <(grep -Eo 'listening on http://[0-9.]+:[0-9]+' "$LOGS/simulator.log" | sed 's#.*http://##')
 ((${#ENDPOINTS[@]} == SERVERS)) || die "simulator: expected $SERVERS 'listening on' lines in $LOGS/simulator.log, found ${#ENDPOINTS[@]}"
 ENDPOINT_LIST=$(
 	IFS=,
