@@ -732,3 +732,60 @@ func newBenchStack(b *testing.B, addr string) string {
 	b.Cleanup(hs.Close)
 	return hs.URL
 }
+
+// TestConcurrentStreams runs many streamed requests at once (some cancelled
+// by their clients) and expects every complete one intact and nothing left
+// in flight.
+func TestConcurrentStreams(t *testing.T) {
+	a, b := newUpstream(t), newUpstream(t)
+	sse := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := range 3 {
+			fmt.Fprintf(w, "data: %d\n\n", i)
+			w.(http.Flusher).Flush()
+			time.Sleep(time.Millisecond)
+		}
+	}
+	a.setHandler(sse)
+	b.setHandler(sse)
+	s := newStack(t, nil, a.addr, b.addr)
+	const n = 40
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "POST", s.url+"/v1/completions",
+				strings.NewReader(fmt.Sprintf(`{"model":"m","stream":true,"prompt":"%d %s"}`, i, strings.Repeat("p", i*100))))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			if i%5 == 0 { // leave after the first event
+				line, _ := bufio.NewReader(resp.Body).ReadString('\n')
+				if line != "data: 0\n" {
+					errs <- fmt.Errorf("request %d: first line %q", i, line)
+				}
+				return
+			}
+			got, err := io.ReadAll(resp.Body)
+			if err != nil || string(got) != "data: 0\n\ndata: 1\n\ndata: 2\n\n" {
+				errs <- fmt.Errorf("request %d: %q, %v", i, got, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if a.hits.Load()+b.hits.Load() != n {
+		t.Errorf("upstreams served %d+%d, want %d", a.hits.Load(), b.hits.Load(), n)
+	}
+	s.waitIdle(t)
+}
