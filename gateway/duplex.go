@@ -503,12 +503,20 @@ func (g *Gateway) sendRequestBody(stream extprocv3.ExternalProcessor_ProcessClie
 	defer g.putChunk(buf)
 	var sent int64
 	for {
-		n, err := io.ReadFull(r.Body, *buf)
+		// Fill a chunk; only io.EOF ends the body (a short body is an error
+		// from net/http, not EOF, and must not pass for a complete one).
+		n := 0
+		var err error
+		for n < len(*buf) && err == nil {
+			var m int
+			m, err = r.Body.Read((*buf)[n:])
+			n += m
+		}
 		sent += int64(n)
-		eos := err == io.EOF || err == io.ErrUnexpectedEOF || (r.ContentLength > 0 && sent >= r.ContentLength)
-		if err != nil && !eos {
+		if err != nil && err != io.EOF {
 			return err
 		}
+		eos := err == io.EOF || (r.ContentLength > 0 && sent >= r.ContentLength)
 		if serr := stream.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
 			RequestBody: &extprocv3.HttpBody{Body: (*buf)[:n], EndOfStream: eos},
 		}}); serr != nil || eos {

@@ -789,3 +789,22 @@ func TestConcurrentStreams(t *testing.T) {
 	}
 	s.waitIdle(t)
 }
+
+// TestShortBodyNotForwarded: a client announcing more bytes than it sends
+// must not have its truncated body routed and proxied.
+func TestShortBodyNotForwarded(t *testing.T) {
+	a := newUpstream(t)
+	s := newStack(t, nil, a.addr)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "POST /v1/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\n\r\n{\"model\":\"m\",\"prompt\":\"p\"}")
+	conn.(*net.TCPConn).CloseWrite()
+	io.Copy(io.Discard, conn)
+	conn.Close()
+	s.waitIdle(t)
+	if a.hits.Load() != 0 {
+		t.Errorf("a truncated body reached the upstream")
+	}
+}
