@@ -14,11 +14,11 @@ build:
 # Unit, integration and race tests, then a benchmark smoke run so every
 # benchmark compiles and executes in CI (100 iterations each, not a measurement).
 test:
-	$(GO) test -race -count=1 $(PKGS)
+	$(GO) test -race -count=1 -timeout 5m $(PKGS)
 	$(MAKE) bench-smoke
 
 bench-smoke:
-	$(GO) test -run '^$$' -bench . -benchtime 100x $(PKGS)
+	$(GO) test -run '^$$' -bench . -benchtime 100x -timeout 5m $(PKGS)
 
 # Real measurements: benchstat-friendly output (count 6).
 bench:
