@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,6 +39,8 @@ type options struct {
 	gracePeriod        time.Duration
 	models             string
 	bindAddress        string
+	objectives         string
+	priorities         map[string]int
 }
 
 // rejectedFlags are GIE metric-name flags that moved to the config's
@@ -94,6 +97,7 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	fs.BoolVar(&o.checkConfig, "check-config", false, "validate the config, print the effective config (all defaults filled in) and exit")
 	fs.BoolVar(&o.enablePprof, "enable-pprof", false, "serve /debug/pprof on the metrics port")
 	fs.DurationVar(&o.gracePeriod, "shutdown-grace-period", 30*time.Second, "on SIGTERM, how long open streams may take to finish")
+	fs.StringVar(&o.objectives, "objective-priorities", "", "without Kubernetes: InferenceObjective priorities as name=priority,... looked up by the x-gateway-inference-objective header (negative = sheddable: 429 while the pool is saturated)")
 	fs.StringVar(&o.bindAddress, "bind-address", "", "address every listener binds to (default: all interfaces)")
 	fs.StringVar(&o.models, "models", "", "optional allow-list of model names served by this pool (others get 404)")
 	for _, name := range rejectedFlags {
@@ -168,6 +172,18 @@ func (o *options) validate() error {
 			errs = append(errs, errors.New("--ha-enable-leader-election: needs Kubernetes mode, not available in this build yet"))
 		}
 	}
+	if o.objectives != "" {
+		o.priorities = map[string]int{}
+		for _, kv := range strings.Split(o.objectives, ",") {
+			name, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+			p, err := strconv.Atoi(v)
+			if !ok || name == "" || err != nil {
+				errs = append(errs, fmt.Errorf("--objective-priorities: expected name=integer, found %q", kv))
+				continue
+			}
+			o.priorities[name] = p
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -180,4 +196,10 @@ func (o *options) modelList() []string {
 		}
 	}
 	return out
+}
+
+// priority resolves an InferenceObjective name from --objective-priorities.
+func (o *options) priority(objective string) (int, bool) {
+	p, ok := o.priorities[objective]
+	return p, ok
 }

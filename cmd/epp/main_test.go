@@ -37,6 +37,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--pool-name", "p"}, "Kubernetes discovery is not available"},
 		{[]string{"--endpoints", "a", "--endpoints-file", "b"}, "expected one pool source, found both"},
 		{[]string{"--endpoints", "10.0.0.1:8000", "stray"}, `unexpected argument "stray"`},
+		{[]string{"--endpoints", "10.0.0.1:8000", "--objective-priorities", "batch=low"}, `--objective-priorities: expected name=integer, found "batch=low"`},
 	}
 	for _, tc := range cases {
 		var out, errb bytes.Buffer
@@ -112,6 +113,7 @@ func TestServeEndToEnd(t *testing.T) {
 			"--endpoints", strings.Join(eps, ","), "--bind-address", "127.0.0.1",
 			"--grpc-port", "0", "--grpc-health-port", "0", "--metrics-port", "0",
 			"--secure-serving=false", "--refresh-metrics-interval", "20ms", "--shutdown-grace-period", "2s",
+			"--objective-priorities", "batch=-1,interactive=5",
 		}, io.Discard, &syncWriter{w: &logs}, ready)
 	}()
 	var a addrs
@@ -155,6 +157,15 @@ func TestServeEndToEnd(t *testing.T) {
 		if dest != eps[0] {
 			t.Errorf("request %d routed to %s, want the idle endpoint %s", i, dest, eps[0])
 		}
+	}
+
+	// The pool is saturated (mean of max(waiting/5, kv/0.8) = (0.31+2)/2 >= 1):
+	// a sheddable request gets 429, a normal one is routed.
+	if code := immediateStatus(t, conn, "batch"); code != 429 {
+		t.Errorf("sheddable request on a saturated pool: status %d, want 429", code)
+	}
+	if code := immediateStatus(t, conn, "interactive"); code != 0 {
+		t.Errorf("interactive request: immediate status %d, want routed", code)
 	}
 
 	resp, err := http.Get("http://" + a.metrics + "/metrics")
@@ -231,6 +242,33 @@ func routeOnce(t *testing.T, conn *grpc.ClientConn, body string) string {
 	_, _ = st.Recv()
 	_ = st.CloseSend()
 	return dest
+}
+
+// immediateStatus sends one request with the objective header and returns
+// the ImmediateResponse status, or 0 when epp routed it.
+func immediateStatus(t *testing.T, conn *grpc.ClientConn, objective string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := extprocv3.NewExternalProcessorClient(conn).Process(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdrs := &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
+		{Key: ":path", RawValue: []byte("/v1/completions")},
+		{Key: "x-gateway-inference-objective", RawValue: []byte(objective)},
+	}}
+	_ = st.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: hdrs}}})
+	_ = st.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: []byte(`{"model":"m","prompt":"x"}`), EndOfStream: true}}})
+	r, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = st.CloseSend()
+	if ir := r.GetImmediateResponse(); ir != nil {
+		return int(ir.GetStatus().GetCode())
+	}
+	return 0
 }
 
 // syncWriter serialises writes from the logger goroutines.

@@ -150,6 +150,7 @@ func serve(ctx context.Context, o *options, l *config.Loaded, log *slog.Logger, 
 		Models:              o.modelList(),
 		DisableSubsetFilter: o.disableSubsetFilter,
 		Registerer:          reg,
+		Priority:            o.priority,
 	})
 	if err != nil {
 		return err
