@@ -24,6 +24,11 @@ bench-smoke:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 6 $(PKGS)
 
+# The local stack: simulator fleet + epp + gateway stand-in + a short loadgen
+# run through it; prints the summary and where the report is (./out/).
+run:
+	GO="$(GO)" bash scripts/run-local.sh
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null; git ls-files --others --exclude-standard '*.go' 2>/dev/null)); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
