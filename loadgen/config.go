@@ -49,6 +49,15 @@ type Config struct {
 	SLO    SLOConfig    `yaml:"slo"`
 	Report ReportConfig `yaml:"report"`
 	Sweep  SweepConfig  `yaml:"sweep"`
+
+	// inference-perf sections that have no effect here; accepted so its
+	// configs port over, and named in Warnings.
+	Storage   yaml.Node `yaml:"storage"`
+	Metrics   yaml.Node `yaml:"metrics"`
+	Tokenizer yaml.Node `yaml:"tokenizer"`
+
+	// Warnings lists accepted fields that change nothing (set by Normalize).
+	Warnings []string `yaml:"-"`
 }
 
 // LoadConfig says when requests leave.
@@ -71,6 +80,12 @@ type LoadConfig struct {
 	MaxInFlight int `yaml:"max_in_flight"`
 	// TimeScale speeds a trace_replay up (2 = twice as fast). Default 1.
 	TimeScale float64 `yaml:"time_scale"`
+
+	// inference-perf worker settings: one Go process needs none of them.
+	Interval                *float64 `yaml:"interval"`
+	NumWorkers              *int     `yaml:"num_workers"`
+	WorkerMaxConcurrency    *int     `yaml:"worker_max_concurrency"`
+	WorkerMaxTCPConnections *int     `yaml:"worker_max_tcp_connections"`
 }
 
 // Stage is one load stage.
@@ -157,6 +172,19 @@ type SLOConfig struct {
 type ReportConfig struct {
 	Percentiles []float64 `yaml:"percentiles"`
 	Formats     []string  `yaml:"formats"`
+	// RequestLifecycle is inference-perf's report block: its percentiles
+	// apply when percentiles is unset, and per_request: false drops the CSV
+	// when formats is unset.
+	RequestLifecycle *RequestLifecycle `yaml:"request_lifecycle"`
+}
+
+// RequestLifecycle mirrors inference-perf's report.request_lifecycle.
+type RequestLifecycle struct {
+	Summary     *bool     `yaml:"summary"`
+	PerStage    *bool     `yaml:"per_stage"`
+	PerRequest  *bool     `yaml:"per_request"`
+	PerAdapter  *bool     `yaml:"per_adapter"`
+	Percentiles []float64 `yaml:"percentiles"`
 }
 
 // SweepConfig drives `loadgen sweep`.
@@ -407,6 +435,7 @@ var sectionNames = map[string]any{
 	"SLOConfig":          SLOConfig{},
 	"ReportConfig":       ReportConfig{},
 	"SweepConfig":        SweepConfig{},
+	"RequestLifecycle":   RequestLifecycle{},
 	"Distribution":       Distribution{},
 }
 
@@ -415,6 +444,7 @@ var sectionPaths = map[string]string{
 	"ServerConfig": "server", "DataConfig": "data", "SharedPrefixConfig": "data.shared_prefix",
 	"MultiTurnConfig": "data.multi_turn", "TraceConfig": "data.trace", "SLOConfig": "slo",
 	"ReportConfig": "report", "SweepConfig": "sweep", "Distribution": "a distribution",
+	"RequestLifecycle": "report.request_lifecycle",
 }
 
 func sectionOf(typeName string) (string, []string) {
@@ -450,6 +480,18 @@ func (l LoadConfig) SeedValue() int64 {
 
 // Normalize applies defaults, folds aliases and validates. It is idempotent.
 func (c *Config) Normalize() error {
+	c.Warnings = nil
+	for _, x := range []struct {
+		name string
+		set  bool
+	}{{"storage", c.Storage.Kind != 0}, {"metrics", c.Metrics.Kind != 0}, {"tokenizer", c.Tokenizer.Kind != 0},
+		{"load.interval", c.Load.Interval != nil}, {"load.num_workers", c.Load.NumWorkers != nil},
+		{"load.worker_max_concurrency", c.Load.WorkerMaxConcurrency != nil},
+		{"load.worker_max_tcp_connections", c.Load.WorkerMaxTCPConnections != nil}} {
+		if x.set {
+			c.Warnings = append(c.Warnings, x.name+": inference-perf setting with no effect here (ignored)")
+		}
+	}
 	l := &c.Load
 	if l.Type == "" {
 		l.Type = LoadConstant
@@ -573,6 +615,15 @@ func (c *Config) Normalize() error {
 	}
 
 	r := &c.Report
+	if rl := r.RequestLifecycle; rl != nil {
+		if len(r.Percentiles) == 0 && len(rl.Percentiles) > 0 {
+			r.Percentiles = rl.Percentiles
+		}
+		if len(r.Formats) == 0 && rl.PerRequest != nil && !*rl.PerRequest {
+			r.Formats = []string{"json", "html"}
+		}
+		r.RequestLifecycle = nil
+	}
 	if len(r.Percentiles) == 0 {
 		r.Percentiles = []float64{50, 90, 95, 99}
 	}

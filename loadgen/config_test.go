@@ -167,3 +167,33 @@ func TestSampleConfigsValidate(t *testing.T) {
 		t.Error("configs/loadgen has no sample configs")
 	}
 }
+
+func TestInferencePerfConfigPortsOver(t *testing.T) {
+	// An inference-perf style config: worker settings, storage, metrics and
+	// report.request_lifecycle are accepted, warned about, and mapped where
+	// they mean something here.
+	c := mustParse(t, `
+load:
+  type: constant
+  interval: 15
+  num_workers: 4
+  worker_max_concurrency: 100
+  stages: [{rate: 5, duration: 10}]
+api: {type: completion, streaming: true}
+server: {type: vllm, model_name: m, base_url: "http://127.0.0.1:8000", ignore_eos: true}
+tokenizer: {pretrained_model_name_or_path: m}
+data:
+  type: shared_prefix
+  shared_prefix: {num_unique_system_prompts: 4, num_users_per_system_prompt: 2, system_prompt_len: 100, question_len: 50, output_len: 20}
+report:
+  request_lifecycle: {summary: true, per_stage: true, per_request: false, percentiles: [50, 99.9]}
+storage: {local_storage: {path: reports}}
+metrics: {type: prometheus, prometheus: {url: "http://localhost:9090"}}
+`)
+	if len(c.Warnings) != 6 {
+		t.Errorf("warnings %q, want 6 (interval, num_workers, worker_max_concurrency, storage, metrics, tokenizer)", c.Warnings)
+	}
+	if len(c.Report.Percentiles) != 2 || c.Report.Percentiles[1] != 99.9 || strings.Join(c.Report.Formats, ",") != "json,html" {
+		t.Errorf("report %+v: want request_lifecycle percentiles and no CSV", c.Report)
+	}
+}

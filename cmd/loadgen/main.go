@@ -136,11 +136,18 @@ func configFlags(fs *flag.FlagSet) *string {
 	return cfg
 }
 
-func loadConfig(path string) (*loadgen.Config, error) {
+func loadConfig(path string, stderr io.Writer) (*loadgen.Config, error) {
 	if path == "" {
 		return nil, errors.New("-c: expected a config file, found none")
 	}
-	return loadgen.LoadConfigFile(path)
+	cfg, err := loadgen.LoadConfigFile(path)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(stderr, "loadgen: warning: %s: %s\n", path, w)
+	}
+	return cfg, nil
 }
 
 func outputDir(dir string) (string, error) {
@@ -204,7 +211,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*cfgPath)
+	cfg, err := loadConfig(*cfgPath, stderr)
 	if err != nil {
 		return err
 	}
@@ -271,7 +278,7 @@ func cmdSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*cfgPath)
+	cfg, err := loadConfig(*cfgPath, stderr)
 	if err != nil {
 		return err
 	}
@@ -378,7 +385,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*cfgPath)
+	cfg, err := loadConfig(*cfgPath, stderr)
 	if err != nil {
 		return err
 	}
