@@ -202,11 +202,18 @@ func (s *Scheduler) Pick(c *Cycle, req *Request) (*Result, error) {
 	}
 	for _, ws := range prof.Scorers {
 		ws.Score(c, cands, tmp)
+		w := ws.Weight
 		for i, v := range tmp {
-			v = clamp01(v)
-			total[i] += ws.Weight * v
-			if ex != nil {
-				ex[i].Scores = append(ex[i].Scores, ScorerScore{Scorer: ws.Name(), Weight: ws.Weight, Score: v})
+			if !(v >= 0) { // negative or NaN
+				v = 0
+			} else if v > 1 {
+				v = 1
+			}
+			total[i] += w * v
+		}
+		if ex != nil {
+			for i, v := range tmp {
+				ex[i].Scores = append(ex[i].Scores, ScorerScore{Scorer: ws.Name(), Weight: w, Score: clamp01(v)})
 			}
 		}
 	}

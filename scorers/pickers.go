@@ -86,7 +86,27 @@ func (p *picker) Pick(c *scheduler.Cycle, cands []int32, scores []float64, out [
 			}
 		}
 	}
+	if n == 1 && len(cands) > 0 {
+		return best1(c, cands, scores, out)
+	}
 	return topN(c, cands, scores, n, out)
+}
+
+// best1 appends the single best candidate (uniform random tie-break).
+func best1(c *scheduler.Cycle, cands []int32, scores []float64, out []int32) []int32 {
+	best, ties := 0, 1
+	for i := 1; i < len(scores); i++ {
+		s := scores[i]
+		if s > scores[best] {
+			best, ties = i, 1
+		} else if s == scores[best] {
+			ties++
+			if c.Uint64()%uint64(ties) == 0 {
+				best = i
+			}
+		}
+	}
+	return append(out, cands[best])
 }
 
 // topN appends the n best candidates by score (uniform random tie-break),

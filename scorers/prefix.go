@@ -79,6 +79,10 @@ type prefixView struct {
 	tables []*prefixTable
 }
 
+// inPrev flags a match count whose blocks were partly found only in the
+// previous generation (they must be touched on insert).
+const inPrev = int32(1) << 30
+
 // prefixState is per-cycle scratch: the prompt's block hashes and matches.
 type prefixState struct {
 	carry   []byte // a block straddling two spans
@@ -181,13 +185,20 @@ func (p *PrefixScorer) Score(c *scheduler.Cycle, cands []int32, out []float64) {
 	denom := float64(max(nb, p.cfg.FullScoreMatchBlocks))
 	for i, e := range cands {
 		t := v.tables[e]
-		m := 0
+		m, flags := 0, int32(0)
 		if t != nil {
-			for m < nb && t.Contains(st.hashes[m]) {
+			for m < nb {
+				w := t.where(st.hashes[m])
+				if w == 0 {
+					break
+				}
+				if w == 2 {
+					flags = inPrev
+				}
 				m++
 			}
 		}
-		st.matched[e] = int32(m)
+		st.matched[e] = int32(m) | flags
 		out[i] = float64(m) / denom
 	}
 }
@@ -198,13 +209,18 @@ func (p *PrefixScorer) Picked(c *scheduler.Cycle, chosen int32) {
 	if len(st.hashes) == 0 || st.view == nil {
 		return
 	}
+	m := st.matched[chosen] &^ inPrev
 	p.lookups.Add(uint64(len(st.hashes)))
-	p.hits.Add(uint64(st.matched[chosen]))
+	p.hits.Add(uint64(m))
 	t := st.view.tables[chosen]
 	if t == nil {
 		t = p.tableFor(c.Snap, chosen)
 	}
-	t.Insert(st.hashes)
+	if st.matched[chosen]&inPrev != 0 {
+		t.Insert(st.hashes) // touch the blocks found in the old generation
+	} else if int(m) < len(st.hashes) {
+		t.Insert(st.hashes[m:]) // the matched prefix is already current
+	}
 }
 
 // hashPrompt fills st.hashes with the prefix hash at the end of each whole
@@ -239,13 +255,11 @@ func (p *PrefixScorer) hashPrompt(st *prefixState, r *scheduler.Request) []uint6
 			if len(hs) >= limit {
 				break
 			}
-			h = chain(h, xxhash.Sum64(carry))
-			hs = append(hs, nonZero(h))
+			hs = append(hs, xxhash.Sum64(carry))
 			carry = carry[:0]
 		}
 		for len(b) >= bs && len(hs) < limit {
-			h = chain(h, xxhash.Sum64(b[:bs]))
-			hs = append(hs, nonZero(h))
+			hs = append(hs, xxhash.Sum64(b[:bs]))
 			b = b[bs:]
 		}
 		if len(hs) >= limit {
@@ -254,28 +268,27 @@ func (p *PrefixScorer) hashPrompt(st *prefixState, r *scheduler.Request) []uint6
 		carry = append(carry, b...)
 	}
 	st.carry = carry[:0]
+	// Chain in a second pass: the block hashes above are independent of each
+	// other, so the CPU overlaps them; only this cheap mix is serial.
+	for i, b := range hs {
+		h = chain(h, b)
+		hs[i] = nonZero(h)
+	}
 	return hs
 }
 
-// chain mixes the previous prefix hash with the next block's hash
-// (a 64-bit finaliser over both; order matters).
+// chain mixes the previous prefix hash with the next block's hash. It is a
+// bijection in either argument when the other is fixed (so no two different
+// blocks after the same prefix collide), and order matters.
 func chain(prev, block uint64) uint64 {
 	x := prev*0x9E3779B97F4A7C15 ^ block
-	x ^= x >> 32
 	x *= 0xD6E8FEB86659FD93
-	x ^= x >> 32
-	x *= 0xD6E8FEB86659FD93
-	x ^= x >> 32
-	return x
+	return x ^ x>>32
 }
 
-// nonZero maps 0 to 1: 0 marks an empty index slot.
-func nonZero(h uint64) uint64 {
-	if h == 0 {
-		return 1
-	}
-	return h
-}
+// nonZero sets the top bit: 0 marks an empty index slot, and table slots are
+// chosen by the low bits, so this costs one bit of the 64 and no branch.
+func nonZero(h uint64) uint64 { return h | 1<<63 }
 
 // viewFor returns the table view aligned with snap, building it if needed.
 func (p *PrefixScorer) viewFor(snap *scheduler.Snapshot) *prefixView {
