@@ -190,11 +190,10 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 }
 
-// routeOnce plays Envoy in FULL_DUPLEX_STREAMED mode and returns the chosen endpoint.
-func routeOnce(t *testing.T, conn *grpc.ClientConn, body string) string {
+// sendRequest opens a stream and sends headers (plus the given extra
+// headers) and a one-message body, as Envoy does in FULL_DUPLEX_STREAMED mode.
+func sendRequest(t *testing.T, ctx context.Context, conn *grpc.ClientConn, body string, extra ...string) extprocv3.ExternalProcessor_ProcessClient {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	st, err := extprocv3.NewExternalProcessorClient(conn).Process(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -204,12 +203,24 @@ func routeOnce(t *testing.T, conn *grpc.ClientConn, body string) string {
 		{Key: ":method", RawValue: []byte("POST")},
 		{Key: "content-type", RawValue: []byte("application/json")},
 	}}
+	for i := 0; i+1 < len(extra); i += 2 {
+		hdrs.Headers = append(hdrs.Headers, &corev3.HeaderValue{Key: extra[i], RawValue: []byte(extra[i+1])})
+	}
 	if err := st.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: hdrs}}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: []byte(body), EndOfStream: true}}}); err != nil {
 		t.Fatal(err)
 	}
+	return st
+}
+
+// routeOnce plays Envoy in FULL_DUPLEX_STREAMED mode and returns the chosen endpoint.
+func routeOnce(t *testing.T, conn *grpc.ClientConn, body string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st := sendRequest(t, ctx, conn, body)
 	r, err := st.Recv()
 	if err != nil {
 		t.Fatal(err)
@@ -250,16 +261,7 @@ func immediateStatus(t *testing.T, conn *grpc.ClientConn, objective string) int 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	st, err := extprocv3.NewExternalProcessorClient(conn).Process(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hdrs := &corev3.HeaderMap{Headers: []*corev3.HeaderValue{
-		{Key: ":path", RawValue: []byte("/v1/completions")},
-		{Key: "x-gateway-inference-objective", RawValue: []byte(objective)},
-	}}
-	_ = st.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: hdrs}}})
-	_ = st.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: []byte(`{"model":"m","prompt":"x"}`), EndOfStream: true}}})
+	st := sendRequest(t, ctx, conn, `{"model":"m","prompt":"x"}`, "x-gateway-inference-objective", objective)
 	r, err := st.Recv()
 	if err != nil {
 		t.Fatal(err)
