@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -58,6 +59,18 @@ func TestSweepFindsCapacity(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("probes:\n%s", log.String())
+	if dir := os.Getenv("LOADGEN_SAMPLE_DIR"); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := res.WriteFiles(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var html strings.Builder
+	if err := res.WriteHTML(&html); err != nil || !strings.Contains(html.String(), "Latency vs offered rate") {
+		t.Errorf("sweep.html: %v", err)
+	}
 	if res.MaxRateMeetingSLO < 20 || res.MaxRateMeetingSLO > 110 {
 		t.Errorf("max rate meeting the SLO %.1f, want within [20, 110] for a 100 req/s server", res.MaxRateMeetingSLO)
 	}

@@ -39,7 +39,7 @@ run     Sends the config's stages open loop (requests leave on schedule whatever
 sweep   Finds the highest request rate meeting the SLO and the saturation point:
         one fixed-rate stage per probe, doubling from min-rate until a probe
         fails, then bisection. A stage stops early when latency grows without
-        bound. Writes DIR/sweep.json.
+        bound. Writes DIR/sweep.json and DIR/sweep.html.
 plan    Replicas needed for --target-rate under the SLO with --margin spare
         (0.2 = 20%), from sweep.json files (one per replica count, or one that
         is scaled linearly; the plan says which).
@@ -321,20 +321,12 @@ func cmdSweep(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			p.Attainment, p.TTFTP90*1000, slo, kept, p.Reason)
 	}})
 	if res != nil {
-		f, ferr := os.Create(filepath.Join(dir, "sweep.json"))
-		if ferr != nil {
-			return ferr
-		}
-		if werr := res.WriteJSON(f); werr != nil {
-			f.Close()
+		if werr := res.WriteFiles(dir); werr != nil {
 			return werr
-		}
-		if cerr := f.Close(); cerr != nil {
-			return cerr
 		}
 		fmt.Fprintf(stdout, "max rate meeting the SLO: %.2f req/s (first failing: %s)\n", res.MaxRateMeetingSLO, orNone(res.FirstRateFailingSLO))
 		fmt.Fprintf(stdout, "saturation: kept up at %.2f req/s, saturated at %s\n", res.SaturationRate, orNone(res.SaturatedAt))
-		fmt.Fprintf(stdout, "results in %s\n", filepath.Join(dir, "sweep.json"))
+		fmt.Fprintf(stdout, "results in %s (sweep.json, sweep.html)\n", dir)
 	}
 	return err
 }

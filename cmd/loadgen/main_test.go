@@ -138,6 +138,9 @@ slo: {ttft: 1s}
 	if !strings.Contains(stdout.String(), "max rate meeting the SLO: 40.00 req/s") {
 		t.Errorf("sweep output:\n%s", stdout.String())
 	}
+	if b, err := os.ReadFile(filepath.Join(out, "sweep.html")); err != nil || !strings.Contains(string(b), "<svg") || strings.Contains(string(b), "<script") {
+		t.Errorf("sweep.html missing or not self-contained: %v", err)
+	}
 	stdout.Reset()
 	if code := run([]string{"plan", "--target-rate", "100", out}, &stdout, &stderr); code != 0 {
 		t.Fatalf("plan exit %d: %s", code, stderr.String())
