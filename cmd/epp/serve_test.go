@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+func insecureCreds() credentials.TransportCredentials { return insecure.NewCredentials() }
+
+// startEPP runs epp on loopback against n metrics servers and returns its
+// addresses, the context cancel (SIGTERM) and the exit-code channel.
+func startEPP(t *testing.T, n int, extra ...string) (addrs, context.CancelFunc, *exit, []string) {
+	t.Helper()
+	var eps []string
+	for i := 0; i < n; i++ {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, metricsPage, 0)
+		}))
+		t.Cleanup(srv.Close)
+		eps = append(eps, strings.TrimPrefix(srv.URL, "http://"))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan addrs, 1)
+	done := &exit{c: make(chan struct{})}
+	args := append([]string{
+		"--endpoints", strings.Join(eps, ","), "--bind-address", "127.0.0.1",
+		"--grpc-port", "0", "--grpc-health-port", "0", "--metrics-port", "0",
+		"--refresh-metrics-interval", "20ms",
+	}, extra...)
+	var logs syncWriter
+	logs.w = &bytes.Buffer{}
+	go func() { done.code = run(ctx, args, io.Discard, &logs, ready); close(done.c) }()
+	select {
+	case a := <-ready:
+		t.Cleanup(func() {
+			cancel()
+			select {
+			case <-done.c:
+			case <-time.After(10 * time.Second):
+			}
+		})
+		return a, cancel, done, eps
+	case <-done.c:
+		t.Fatalf("epp exited %d", done.code)
+	case <-time.After(10 * time.Second):
+		t.Fatal("epp did not start")
+	}
+	return addrs{}, nil, nil, nil
+}
+
+// exit is run's exit code, readable once c is closed.
+type exit struct {
+	c    chan struct{}
+	code int
+}
+
+// TestTLSSelfSigned: by default ext_proc is served over TLS with a
+// self-signed certificate; a client that skips verification (as gateways
+// configured for the EPP do) routes over it.
+func TestTLSSelfSigned(t *testing.T) {
+	a, _, _, eps := startEPP(t, 1)
+	conn, err := grpc.NewClient(a.grpc, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{InsecureSkipVerify: true})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st := sendRequest(t, ctx, conn, `{"model":"m","prompt":"hi"}`)
+		r, err := st.Recv()
+		cancel()
+		if err != nil {
+			t.Fatalf("over TLS: %v", err)
+		}
+		if h := r.GetRequestHeaders(); h != nil {
+			for _, o := range h.GetResponse().GetHeaderMutation().GetSetHeaders() {
+				if o.GetHeader().GetKey() == "x-gateway-destination-endpoint" && string(o.GetHeader().GetRawValue()) == eps[0] {
+					return
+				}
+			}
+			t.Fatalf("no destination header in %v", h)
+		}
+		if time.Now().After(deadline) { // 503 until the first scrape
+			t.Fatalf("no route over TLS: %v", r)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestShutdownFinishesOpenStreams: on SIGTERM a stream that is mid-request
+// is allowed to finish (within the grace period), then epp exits 0.
+func TestShutdownFinishesOpenStreams(t *testing.T) {
+	a, cancel, done, eps := startEPP(t, 2, "--secure-serving=false", "--shutdown-grace-period", "5s")
+	conn, err := grpc.NewClient(a.grpc, grpc.WithTransportCredentials(insecureCreds()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	time.Sleep(150 * time.Millisecond) // first scrapes
+	ctx, stop := context.WithTimeout(context.Background(), 10*time.Second)
+	defer stop()
+	st, err := extprocv3.NewExternalProcessorClient(conn).Process(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdrs := &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: ":path", RawValue: []byte("/v1/completions")}}}
+	if err := st.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{Headers: hdrs}}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the stream is open on the server
+	cancel()                          // SIGTERM while the body is still to come
+	time.Sleep(100 * time.Millisecond)
+	if err := st.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{RequestBody: &extprocv3.HttpBody{Body: []byte(`{"model":"m","prompt":"late"}`), EndOfStream: true}}}); err != nil {
+		t.Fatalf("open stream cut during shutdown: %v", err)
+	}
+	r, err := st.Recv()
+	if err != nil {
+		t.Fatalf("open stream got no answer during shutdown: %v", err)
+	}
+	dest := ""
+	for _, o := range r.GetRequestHeaders().GetResponse().GetHeaderMutation().GetSetHeaders() {
+		if o.GetHeader().GetKey() == "x-gateway-destination-endpoint" {
+			dest = string(o.GetHeader().GetRawValue())
+		}
+	}
+	if dest != eps[0] && dest != eps[1] {
+		t.Fatalf("routed to %q during shutdown, want one of %v", dest, eps)
+	}
+	for { // body echo, then end the response side
+		r, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.GetRequestBody().GetResponse().GetBodyMutation().GetStreamedResponse().GetEndOfStream() {
+			break
+		}
+	}
+	_ = st.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{}, EndOfStream: true}}})
+	_, _ = st.Recv()
+	_ = st.CloseSend()
+	for {
+		if _, err := st.Recv(); err != nil {
+			break
+		}
+	}
+	select {
+	case <-done.c:
+		if done.code != 0 {
+			t.Fatalf("exit %d", done.code)
+		}
+	case <-time.After(8 * time.Second):
+		t.Fatal("epp did not exit after the last stream finished")
+	}
+}
