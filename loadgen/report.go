@@ -72,8 +72,9 @@ func svgLineChart(title, xLabel, yLabel string, ss []series, logX bool) template
 			xt = append(xt, x)
 		}
 	} else {
-		for i := 0; i <= 5; i++ {
-			xt = append(xt, xmin+(xmax-xmin)*float64(i)/5)
+		step := niceCeil((xmax - xmin) / 6)
+		for x := math.Ceil(xmin/step) * step; x <= xmax+step*1e-9; x += step {
+			xt = append(xt, x)
 		}
 	}
 	for _, x := range xt {

@@ -342,6 +342,7 @@ func (r *run) monitor(stop <-chan struct{}, done chan<- struct{}) {
 			if reason := det.add(l); reason != "" && !r.stopped[st].Load() {
 				r.stopped[st].Store(true)
 				r.metas[st].stopReason = reason
+				r.metas[st].stoppedAt = time.Now()
 				r.cancels[st]()
 			}
 		}

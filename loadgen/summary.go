@@ -108,6 +108,7 @@ type stageMeta struct {
 	concurrency  int
 	earlyStopped bool
 	stopReason   string
+	stoppedAt    time.Time // when an early stop ended the stage's sends
 }
 
 func figuresOf(s *stageStats, start time.Time, planned time.Duration, requested float64, pcts []float64) Figures {
@@ -160,6 +161,10 @@ func buildSummary(cfg *Config, rec *Recorder, metas []stageMeta) *Summary {
 	closed := false
 	for i, s := range rec.stages {
 		m := metas[i]
+		if !m.stoppedAt.IsZero() && m.stoppedAt.Sub(m.start) < m.planned {
+			// rates of a stage stopped early are over the time it ran
+			m.planned = max(m.stoppedAt.Sub(m.start), time.Millisecond)
+		}
 		total.merge(s)
 		planned += m.planned
 		if m.requested < 0 {
