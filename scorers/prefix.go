@@ -187,12 +187,14 @@ func (p *PrefixScorer) Score(c *scheduler.Cycle, cands []int32, out []float64) {
 		t := v.tables[e]
 		m, flags := 0, int32(0)
 		if t != nil {
+			// One load of each generation per endpoint, not per block.
+			cur, prev := t.cur.Load(), t.prev.Load()
 			for m < nb {
-				w := t.where(st.hashes[m])
-				if w == 0 {
-					break
-				}
-				if w == 2 {
+				h := st.hashes[m]
+				if !cur.contains(h) {
+					if prev == nil || !prev.contains(h) {
+						break
+					}
 					flags = inPrev
 				}
 				m++

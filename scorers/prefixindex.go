@@ -115,18 +115,6 @@ func (t *prefixTable) Contains(h uint64) bool {
 	return false
 }
 
-// where reports whether h is in the current generation (1), only in the
-// previous one (2), or absent (0). Lock-free.
-func (t *prefixTable) where(h uint64) int {
-	if t.cur.Load().contains(h) {
-		return 1
-	}
-	if p := t.prev.Load(); p != nil && p.contains(h) {
-		return 2
-	}
-	return 0
-}
-
 // Insert records hashes (in order) as most recently used.
 func (t *prefixTable) Insert(hashes []uint64) {
 	t.mu.Lock()
