@@ -107,20 +107,20 @@ func TestServeEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan addrs, 1)
 	done := make(chan int, 1)
-	var logs bytes.Buffer
+	logs := &syncWriter{w: &bytes.Buffer{}}
 	go func() {
 		done <- run(ctx, []string{
 			"--endpoints", strings.Join(eps, ","), "--bind-address", "127.0.0.1",
 			"--grpc-port", "0", "--grpc-health-port", "0", "--metrics-port", "0",
 			"--secure-serving=false", "--refresh-metrics-interval", "20ms", "--shutdown-grace-period", "2s",
-			"--objective-priorities", "batch=-1,interactive=5",
-		}, io.Discard, &syncWriter{w: &logs}, ready)
+			"--objective-priorities", "batch=-1,interactive=5", "-v", "4", "--log-format", "text",
+		}, io.Discard, logs, ready)
 	}()
 	var a addrs
 	select {
 	case a = <-ready:
 	case code := <-done:
-		t.Fatalf("epp exited %d: %s", code, logs.String())
+		t.Fatalf("epp exited %d", code)
 	case <-time.After(10 * time.Second):
 		t.Fatal("epp did not start")
 	}
@@ -179,11 +179,17 @@ func TestServeEndToEnd(t *testing.T) {
 			t.Errorf("/metrics lacks %q", name)
 		}
 	}
+	logs.mu.Lock()
+	text := logs.w.(*bytes.Buffer).String()
+	logs.mu.Unlock()
+	if !strings.Contains(text, "extproc: picked") || !strings.Contains(text, "queue-scorer=") || !strings.Contains(text, "prefix-cache-scorer=") {
+		t.Errorf("-v 4: no debug line per decision with each candidate's scores in the log:\n%s", text)
+	}
 	cancel() // SIGTERM
 	select {
 	case code := <-done:
 		if code != 0 {
-			t.Fatalf("exit %d after shutdown: %s", code, logs.String())
+			t.Fatalf("exit %d after shutdown", code)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("epp did not stop")

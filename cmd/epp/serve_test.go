@@ -23,7 +23,7 @@ func insecureCreds() credentials.TransportCredentials { return insecure.NewCrede
 
 // startEPP runs epp on loopback against n metrics servers and returns its
 // addresses, the context cancel (SIGTERM) and the exit-code channel.
-func startEPP(t *testing.T, n int, extra ...string) (addrs, context.CancelFunc, *exit, []string) {
+func startEPP(t *testing.T, n int, extra ...string) (addrs, context.CancelFunc, *exit, []string, *syncWriter) {
 	t.Helper()
 	var eps []string
 	for i := 0; i < n; i++ {
@@ -41,9 +41,8 @@ func startEPP(t *testing.T, n int, extra ...string) (addrs, context.CancelFunc, 
 		"--grpc-port", "0", "--grpc-health-port", "0", "--metrics-port", "0",
 		"--refresh-metrics-interval", "20ms",
 	}, extra...)
-	var logs syncWriter
-	logs.w = &bytes.Buffer{}
-	go func() { done.code = run(ctx, args, io.Discard, &logs, ready); close(done.c) }()
+	logs := &syncWriter{w: &bytes.Buffer{}}
+	go func() { done.code = run(ctx, args, io.Discard, logs, ready); close(done.c) }()
 	select {
 	case a := <-ready:
 		t.Cleanup(func() {
@@ -53,13 +52,13 @@ func startEPP(t *testing.T, n int, extra ...string) (addrs, context.CancelFunc, 
 			case <-time.After(10 * time.Second):
 			}
 		})
-		return a, cancel, done, eps
+		return a, cancel, done, eps, logs
 	case <-done.c:
 		t.Fatalf("epp exited %d", done.code)
 	case <-time.After(10 * time.Second):
 		t.Fatal("epp did not start")
 	}
-	return addrs{}, nil, nil, nil
+	return addrs{}, nil, nil, nil, nil
 }
 
 // exit is run's exit code, readable once c is closed.
@@ -72,7 +71,14 @@ type exit struct {
 // self-signed certificate; a client that skips verification (as gateways
 // configured for the EPP do) routes over it.
 func TestTLSSelfSigned(t *testing.T) {
-	a, _, _, eps := startEPP(t, 1)
+	a, _, _, eps, logs := startEPP(t, 1)
+	defer func() {
+		logs.mu.Lock()
+		defer logs.mu.Unlock()
+		if strings.Contains(logs.w.(*bytes.Buffer).String(), "picked") {
+			t.Errorf("a request was logged at the default level")
+		}
+	}()
 	conn, err := grpc.NewClient(a.grpc, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{InsecureSkipVerify: true})))
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +111,7 @@ func TestTLSSelfSigned(t *testing.T) {
 // TestShutdownFinishesOpenStreams: on SIGTERM a stream that is mid-request
 // is allowed to finish (within the grace period), then epp exits 0.
 func TestShutdownFinishesOpenStreams(t *testing.T) {
-	a, cancel, done, eps := startEPP(t, 2, "--secure-serving=false", "--shutdown-grace-period", "5s")
+	a, cancel, done, eps, _ := startEPP(t, 2, "--secure-serving=false", "--shutdown-grace-period", "5s")
 	conn, err := grpc.NewClient(a.grpc, grpc.WithTransportCredentials(insecureCreds()))
 	if err != nil {
 		t.Fatal(err)
