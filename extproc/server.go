@@ -769,15 +769,21 @@ func errorType(code int) string {
 		return "request_too_large"
 	case 429:
 		return "rate_limit_error"
+	case 502:
+		return "bad_gateway"
 	case 503:
 		return "service_unavailable"
+	case 504:
+		return "gateway_timeout"
 	}
 	return "internal_error"
 }
 
-// errorBody is the OpenAI/vLLM error envelope.
-func errorBody(code int, msg string) []byte {
-	m, _ := json.Marshal(msg)
+// ErrorBody is the OpenAI/vLLM error envelope
+// {"error":{"message":...,"type":...,"code":<status>}} that epp answers with
+// (and the gateway stand-in uses for its own errors).
+func ErrorBody(code int, msg string) []byte {
+	m, _ := json.Marshal(msg) // a string always marshals
 	b := make([]byte, 0, len(m)+80)
 	b = append(b, `{"error":{"message":`...)
 	b = append(b, m...)
@@ -794,7 +800,7 @@ func (st *stream) immediate(code int, msg string) error {
 		Headers: &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
 			setHeader("content-type", []byte("application/json")),
 		}},
-		Body: errorBody(code, msg),
+		Body: ErrorBody(code, msg),
 	}}})
 }
 

@@ -3,7 +3,6 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -14,6 +13,8 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
+
+	"github.com/fastepp/fastepp/extproc"
 )
 
 // hopHeaders are connection-scoped (RFC 9110 §7.6.1) and never forwarded.
@@ -217,38 +218,9 @@ func flush(w http.ResponseWriter) {
 	}
 }
 
-// errorType is the OpenAI-style error type for an HTTP status.
-func errorType(code int) string {
-	switch code {
-	case 400:
-		return "invalid_request_error"
-	case 404:
-		return "not_found_error"
-	case 413:
-		return "request_too_large"
-	case 429:
-		return "rate_limit_error"
-	case 502:
-		return "bad_gateway"
-	case 503:
-		return "service_unavailable"
-	case 504:
-		return "gateway_timeout"
-	}
-	return "internal_error"
-}
-
 // writeError answers with the OpenAI/vLLM error envelope, like epp does.
 func writeError(w http.ResponseWriter, code int, msg string) {
-	m, _ := json.Marshal(msg) // a string always marshals
-	b := make([]byte, 0, len(m)+96)
-	b = append(b, `{"error":{"message":`...)
-	b = append(b, m...)
-	b = append(b, `,"type":"`...)
-	b = append(b, errorType(code)...)
-	b = append(b, `","code":`...)
-	b = strconv.AppendInt(b, int64(code), 10)
-	b = append(b, "}}"...)
+	b := extproc.ErrorBody(code, msg)
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(b)))
