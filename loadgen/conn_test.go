@@ -71,13 +71,12 @@ func TestHTTPSGoesThroughNetHTTP(t *testing.T) {
 }
 
 func TestKeepAliveReusesConnections(t *testing.T) {
-	srv, _ := newScriptedServer(t, script{ttft: time.Millisecond, itl: time.Millisecond})
 	var conns atomic.Int64
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+	srv, _ := newScriptedServer(t, script{ttft: time.Millisecond, itl: time.Millisecond, connState: func(_ net.Conn, s http.ConnState) {
 		if s == http.StateNew {
 			conns.Add(1)
 		}
-	}
+	}})
 	cfg := testConfig(srv.URL, "")
 	sum, err := Run(context.Background(), cfg, Options{})
 	if err != nil {

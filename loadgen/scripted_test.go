@@ -24,6 +24,9 @@ type script struct {
 	cutEvery   int64 // apply cutAfter to every Nth request only (0 = all)
 	maxTokens  int   // cap on tokens sent (0 = max_tokens of the request)
 	serverSide func(n int64)
+	// connState, when set, is installed as the server's ConnState hook
+	// before it starts (setting it afterwards races with the server).
+	connState func(net.Conn, http.ConnState)
 }
 
 // waitPrecise sleeps until t, spinning the last stretch so scripted timings
@@ -120,6 +123,9 @@ func startScripted(t testing.TB, s script, useTLS bool) (*httptest.Server, *atom
 	}))
 	srv.Listener.Close()
 	srv.Listener = l
+	if s.connState != nil {
+		srv.Config.ConnState = s.connState
+	}
 	if useTLS {
 		srv.StartTLS()
 	} else {
