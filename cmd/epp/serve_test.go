@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -171,5 +175,42 @@ func TestShutdownFinishesOpenStreams(t *testing.T) {
 		}
 	case <-time.After(8 * time.Second):
 		t.Fatal("epp did not exit after the last stream finished")
+	}
+}
+
+// TestCertPath serves the pair from --cert-path, and a directory without it
+// fails at start with a message naming the files.
+func TestCertPath(t *testing.T) {
+	dir := t.TempDir()
+	pair, err := selfSigned()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := x509.MarshalPKCS8PrivateKey(pair.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "tls.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: pair.Certificate[0]}), 0o600)
+	os.WriteFile(filepath.Join(dir, "tls.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600)
+	a, _, _, _, _ := startEPP(t, 1, "--cert-path", dir)
+	var seen []byte
+	conf := &tls.Config{InsecureSkipVerify: true, VerifyConnection: func(cs tls.ConnectionState) error {
+		seen = cs.PeerCertificates[0].Raw
+		return nil
+	}}
+	c, err := tls.Dial("tcp", a.grpc, conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if !bytes.Equal(seen, pair.Certificate[0]) {
+		t.Error("epp did not serve the certificate from --cert-path")
+	}
+
+	var errb bytes.Buffer
+	code := run(context.Background(), []string{"--endpoints", "127.0.0.1:1", "--cert-path", t.TempDir(), "--bind-address", "127.0.0.1",
+		"--grpc-port", "0", "--grpc-health-port", "0", "--metrics-port", "0"}, io.Discard, &errb, nil)
+	if code != 1 || !strings.Contains(errb.String(), "expected tls.crt and tls.key") {
+		t.Errorf("empty --cert-path: exit %d, %q", code, errb.String())
 	}
 }
