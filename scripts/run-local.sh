@@ -23,6 +23,10 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+for tool in curl awk sed grep; do
+	command -v "$tool" >/dev/null || { echo "run-local.sh: needs $tool on PATH (Debian: apt-get install $tool)" >&2; exit 1; }
+done
+
 GO=${GO:-go}
 BIN=${BIN:-bin}
 SERVERS=${SERVERS:-4}
