@@ -247,16 +247,19 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// benchCases are the fixed cases: endpoints × body size.
+var benchCases = []struct {
+	endpoints int
+	size      int
+	label     string
+}{
+	{8, 2 << 10, "2KB"},
+	{64, 2 << 10, "2KB"},
+	{8, 220 << 10, "220KB"},
+}
+
 func BenchmarkExtProc(b *testing.B) {
-	for _, tc := range []struct {
-		endpoints int
-		size      int
-		label     string
-	}{
-		{8, 2 << 10, "2KB"},
-		{64, 2 << 10, "2KB"},
-		{8, 220 << 10, "220KB"},
-	} {
+	for _, tc := range benchCases {
 		bodies := benchBodies(64, tc.size)
 		name := fmt.Sprintf("endpoints=%d/body=%s", tc.endpoints, tc.label)
 		b.Run(name+"/picker=default", func(b *testing.B) {
@@ -301,15 +304,7 @@ func (f *fakeStream) Send(*extprocv3.ProcessingResponse) error {
 // BenchmarkStreamNoGRPC is the server's own cost per request (no transport,
 // no marshalling): headers + body messages in, answers discarded.
 func BenchmarkStreamNoGRPC(b *testing.B) {
-	for _, tc := range []struct {
-		endpoints int
-		size      int
-		label     string
-	}{
-		{8, 2 << 10, "2KB"},
-		{64, 2 << 10, "2KB"},
-		{8, 220 << 10, "220KB"},
-	} {
+	for _, tc := range benchCases {
 		bodies := benchBodies(64, tc.size)
 		msgs := make([][]*extprocv3.ProcessingRequest, len(bodies))
 		for i, body := range bodies {

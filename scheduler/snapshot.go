@@ -76,16 +76,6 @@ func NewSnapshot(states []EndpointState, now time.Time, staleAfter time.Duration
 // Len is the number of endpoints in the snapshot.
 func (s *Snapshot) Len() int { return len(s.Endpoints) }
 
-// Find returns the index of the endpoint with the given address, or -1.
-func (s *Snapshot) Find(ap netip.AddrPort) int {
-	for _, i := range s.byAddr[ap.Addr().Unmap()] {
-		if s.Endpoints[i].H.Port == ap.Port() {
-			return int(i)
-		}
-	}
-	return -1
-}
-
 func clamp01(v float64) float64 {
 	if v < 0 || v != v {
 		return 0

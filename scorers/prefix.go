@@ -73,7 +73,8 @@ type PrefixScorer struct {
 	lookups, hits atomic.Uint64
 }
 
-// prefixView aligns tables with one snapshot's endpoint indices.
+// prefixView aligns tables with one snapshot's endpoint indices; every
+// endpoint of the snapshot has a table.
 type prefixView struct {
 	seq    uint64
 	tables []*prefixTable
@@ -186,19 +187,17 @@ func (p *PrefixScorer) Score(c *scheduler.Cycle, cands []int32, out []float64) {
 	for i, e := range cands {
 		t := v.tables[e]
 		m, flags := 0, int32(0)
-		if t != nil {
-			// One load of each generation per endpoint, not per block.
-			cur, prev := t.cur.Load(), t.prev.Load()
-			for m < nb {
-				h := st.hashes[m]
-				if !cur.contains(h) {
-					if prev == nil || !prev.contains(h) {
-						break
-					}
-					flags = inPrev
+		// One load of each generation per endpoint, not per block.
+		cur, prev := t.cur.Load(), t.prev.Load()
+		for m < nb {
+			h := st.hashes[m]
+			if !cur.contains(h) {
+				if prev == nil || !prev.contains(h) {
+					break
 				}
-				m++
+				flags = inPrev
 			}
+			m++
 		}
 		st.matched[e] = int32(m) | flags
 		out[i] = float64(m) / denom
@@ -215,9 +214,6 @@ func (p *PrefixScorer) Picked(c *scheduler.Cycle, chosen int32) {
 	p.lookups.Add(uint64(len(st.hashes)))
 	p.hits.Add(uint64(m))
 	t := st.view.tables[chosen]
-	if t == nil {
-		t = p.tableFor(c.Snap, chosen)
-	}
 	if st.matched[chosen]&inPrev != 0 {
 		t.Insert(st.hashes) // touch the blocks found in the old generation
 	} else if int(m) < len(st.hashes) {
@@ -321,12 +317,6 @@ func (p *PrefixScorer) viewFor(snap *scheduler.Snapshot) *prefixView {
 		p.view.Store(v)
 	}
 	return v
-}
-
-func (p *PrefixScorer) tableFor(snap *scheduler.Snapshot, i int32) *prefixTable {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.tableLocked(&snap.Endpoints[i])
 }
 
 func (p *PrefixScorer) tableLocked(e *scheduler.EndpointState) *prefixTable {

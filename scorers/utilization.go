@@ -74,22 +74,17 @@ func (u *utilization) Saturation(snap *scheduler.Snapshot, now time.Time) float6
 }
 
 // Filter keeps endpoints below saturation (all of them when none is).
+// Compaction writes only kept entries, so when none is kept cands is intact.
 func (u *utilization) Filter(c *scheduler.Cycle, cands []int32) []int32 {
 	eps := c.Snap.Endpoints
-	kept := 0
-	for _, e := range cands {
-		if u.endpointSaturation(&eps[e], c.Waiting(e), c.Now()) < 1 {
-			kept++
-		}
-	}
-	if kept == 0 {
-		return cands
-	}
 	out := cands[:0]
 	for _, e := range cands {
 		if u.endpointSaturation(&eps[e], c.Waiting(e), c.Now()) < 1 {
 			out = append(out, e)
 		}
+	}
+	if len(out) == 0 {
+		return cands
 	}
 	return out
 }

@@ -245,7 +245,14 @@ func routeOnce(t *testing.T, conn *grpc.ClientConn, body string) string {
 	if md != dest {
 		t.Errorf("metadata %q differs from header %q", md, dest)
 	}
-	// Drain the body echo, then finish the response side.
+	finishStream(t, st)
+	return dest
+}
+
+// finishStream drains the body echo, then ends the response side and the
+// stream as Envoy does after a headers-only response.
+func finishStream(t *testing.T, st extprocv3.ExternalProcessor_ProcessClient) {
+	t.Helper()
 	for {
 		r, err := st.Recv()
 		if err != nil {
@@ -258,7 +265,6 @@ func routeOnce(t *testing.T, conn *grpc.ClientConn, body string) string {
 	_ = st.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{}, EndOfStream: true}}})
 	_, _ = st.Recv()
 	_ = st.CloseSend()
-	return dest
 }
 
 // immediateStatus sends one request with the objective header and returns

@@ -151,18 +151,7 @@ func TestShutdownFinishesOpenStreams(t *testing.T) {
 	if dest != eps[0] && dest != eps[1] {
 		t.Fatalf("routed to %q during shutdown, want one of %v", dest, eps)
 	}
-	for { // body echo, then end the response side
-		r, err := st.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.GetRequestBody().GetResponse().GetBodyMutation().GetStreamedResponse().GetEndOfStream() {
-			break
-		}
-	}
-	_ = st.Send(&extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{Headers: &corev3.HeaderMap{}, EndOfStream: true}}})
-	_, _ = st.Recv()
-	_ = st.CloseSend()
+	finishStream(t, st)
 	for {
 		if _, err := st.Recv(); err != nil {
 			break
