@@ -21,7 +21,9 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/fastepp/fastepp/endpoints"
 	"github.com/fastepp/fastepp/scheduler"
+	"github.com/fastepp/fastepp/scorers"
 )
 
 // DefaultYAML is the configuration used when none is given (GIE's default).
@@ -39,8 +41,11 @@ var FeatureGates = []string{"flowControl", "prepareDataPlugins"}
 // Loaded is a decoded, validated configuration.
 type Loaded struct {
 	Plan *scheduler.Plan
-	// DataLayer are the data-layer plugins in order (metrics-data-source, ...).
-	DataLayer    []scheduler.Plugin
+	// DataLayer are the data-layer plugins dataLayer.sources names, in order
+	// (metrics-data-source, core-metrics-extractor, ...).
+	DataLayer []scheduler.Plugin
+	// Scrape is what DataLayer says about scraping, for endpoints.Options.
+	Scrape       endpoints.ScrapeConfig
 	FeatureGates []string
 	// Effective is the configuration with every default filled in, as YAML.
 	Effective []byte
@@ -69,8 +74,29 @@ func errAt(n *yaml.Node, format string, a ...any) error {
 	return &Error{Line: line, Msg: fmt.Sprintf(format, a...)}
 }
 
+// NewRegistry returns a registry with every plugin type the epp binary knows:
+// the scheduling plugins of package scorers and the data-layer plugins of
+// package endpoints.
+func NewRegistry() *scheduler.Registry {
+	r := scheduler.NewRegistry()
+	scorers.Register(r)
+	endpoints.RegisterPlugins(r)
+	return r
+}
+
 // Default loads DefaultYAML.
 func Default(reg *scheduler.Registry) (*Loaded, error) { return Load(DefaultYAML, reg) }
+
+// DefaultPlan is the plan the binary runs when no config is given (DefaultYAML
+// with every default applied, saturation detector included). Tests and
+// benchmarks use it so they measure what users run.
+func DefaultPlan() (*scheduler.Plan, error) {
+	l, err := Default(NewRegistry())
+	if err != nil {
+		return nil, err
+	}
+	return l.Plan, nil
+}
 
 // Load decodes data (empty or whitespace-only → the default) against reg.
 func Load(data []byte, reg *scheduler.Registry) (*Loaded, error) {
@@ -103,6 +129,24 @@ type entry struct {
 	params    *params
 	line      int
 	implicit  bool // added by defaulting
+
+	// The plugin's roles, asserted once (checked) when it is built; the
+	// registry guarantees the one its kind promises is set.
+	filter  scheduler.Filter
+	scorer  scheduler.Scorer
+	picker  scheduler.Picker
+	handler scheduler.ProfileHandler
+	sat     scheduler.SaturationDetector
+}
+
+func newEntry(name, typ string, kind scheduler.Kind, plug scheduler.Plugin, p *params) *entry {
+	e := &entry{name: name, typ: typ, kind: kind, plugin: plug, params: p}
+	e.filter, _ = plug.(scheduler.Filter)
+	e.scorer, _ = plug.(scheduler.Scorer)
+	e.picker, _ = plug.(scheduler.Picker)
+	e.handler, _ = plug.(scheduler.ProfileHandler)
+	e.sat, _ = plug.(scheduler.SaturationDetector)
+	return e
 }
 
 type profileRef struct {
@@ -117,6 +161,12 @@ type profileSpec struct {
 	node *yaml.Node
 }
 
+// dlSource is one dataLayer.sources entry: a source plugin and its extractors.
+type dlSource struct {
+	ref        *yaml.Node
+	extractors []*yaml.Node
+}
+
 type builder struct {
 	reg        *scheduler.Registry
 	entries    []*entry
@@ -124,7 +174,7 @@ type builder struct {
 	profiles   []profileSpec
 	satRef     *yaml.Node
 	satLegacy  *yaml.Node
-	dlSources  []*yaml.Node // pluginRef nodes in dataLayer
+	dlSources  []dlSource // dataLayer.sources
 	gates      []string
 	notes      []string
 	apiVersion string
@@ -264,7 +314,7 @@ func (b *builder) decode(root *yaml.Node) error {
 				if sf["pluginRef"] == nil {
 					return errAt(it, "%s: pluginRef is required", where)
 				}
-				b.dlSources = append(b.dlSources, sf["pluginRef"])
+				src := dlSource{ref: sf["pluginRef"]}
 				if ex := sf["extractors"]; ex != nil {
 					exs, err := list(ex, where+".extractors")
 					if err != nil {
@@ -278,9 +328,10 @@ func (b *builder) decode(root *yaml.Node) error {
 						if ef["pluginRef"] == nil {
 							return errAt(e, "%s.extractors[%d]: pluginRef is required", where, j)
 						}
-						b.dlSources = append(b.dlSources, ef["pluginRef"])
+						src.extractors = append(src.extractors, ef["pluginRef"])
 					}
 				}
+				b.dlSources = append(b.dlSources, src)
 			}
 		}
 	}
@@ -322,7 +373,7 @@ func (b *builder) decodePlugin(i int, n *yaml.Node) error {
 	if err != nil {
 		return errAt(n, "%s: %v", where, err)
 	}
-	plug, err := fac.New(name, p)
+	plug, err := b.reg.New(typ, name, p)
 	if err != nil {
 		if pe, ok := err.(*paramError); ok {
 			return &Error{Line: pe.line, Msg: where + ": " + pe.msg}
@@ -336,7 +387,8 @@ func (b *builder) decodePlugin(i int, n *yaml.Node) error {
 		}
 		return errAt(un[0], "%s: unknown parameter %q; allowed: %s", where, un[0].Value, allowed)
 	}
-	e := &entry{name: name, typ: typ, kind: fac.Kind, plugin: plug, params: p, line: n.Line}
+	e := newEntry(name, typ, fac.Kind, plug, p)
+	e.line = n.Line
 	b.entries = append(b.entries, e)
 	b.byName[name] = e
 	return nil
@@ -416,11 +468,12 @@ func (b *builder) implicit(typ string) (*entry, error) {
 		return nil, &Error{Msg: "internal: default plugin type " + typ + " not registered"}
 	}
 	p, _ := newParams(nil)
-	plug, err := fac.New(name, p)
+	plug, err := b.reg.New(typ, name, p)
 	if err != nil {
 		return nil, err
 	}
-	e := &entry{name: name, typ: typ, kind: fac.Kind, plugin: plug, params: p, implicit: true}
+	e := newEntry(name, typ, fac.Kind, plug, p)
+	e.implicit = true
 	b.entries = append(b.entries, e)
 	b.byName[name] = e
 	return e, nil
@@ -455,17 +508,17 @@ func (b *builder) build() (*Loaded, error) {
 				if r.weight != nil {
 					w = *r.weight
 				}
-				prof.Scorers = append(prof.Scorers, scheduler.WeightedScorer{Scorer: e.plugin.(scheduler.Scorer), Weight: w})
+				prof.Scorers = append(prof.Scorers, scheduler.WeightedScorer{Scorer: e.scorer, Weight: w})
 			case e.kind == scheduler.KindPicker:
 				if prof.Picker != nil {
 					return nil, errAt(r.node, "profile %q: second picker %q; a profile has one picker (already %q)", ps.name, e.name, prof.Picker.Name())
 				}
-				prof.Picker = e.plugin.(scheduler.Picker)
+				prof.Picker = e.picker
 			case e.kind == scheduler.KindFilter:
-				prof.Filters = append(prof.Filters, e.plugin.(scheduler.Filter))
+				prof.Filters = append(prof.Filters, e.filter)
 			default:
-				if f, ok := e.plugin.(scheduler.Filter); ok {
-					prof.Filters = append(prof.Filters, f)
+				if e.filter != nil { // e.g. utilization-detector: also a filter
+					prof.Filters = append(prof.Filters, e.filter)
 					continue
 				}
 				return nil, errAt(r.node, "profile %q: plugin %q (type %s) is a %s and cannot be used in a profile; profiles take filters, scorers and one picker", ps.name, e.name, e.typ, e.kind)
@@ -476,7 +529,7 @@ func (b *builder) build() (*Loaded, error) {
 			if err != nil {
 				return nil, err
 			}
-			prof.Picker = e.plugin.(scheduler.Picker)
+			prof.Picker = e.picker
 		}
 		profiles = append(profiles, prof)
 	}
@@ -487,7 +540,7 @@ func (b *builder) build() (*Loaded, error) {
 			if handler != nil {
 				return nil, errAt(&yaml.Node{Line: e.line}, "plugin %q (type %s): a second profile handler; only one is allowed (already %q)", e.name, e.typ, handler.Name())
 			}
-			handler = e.plugin.(scheduler.ProfileHandler)
+			handler = e.handler
 		}
 	}
 	if handler == nil {
@@ -498,7 +551,7 @@ func (b *builder) build() (*Loaded, error) {
 		if err != nil {
 			return nil, err
 		}
-		handler = e.plugin.(scheduler.ProfileHandler)
+		handler = e.handler
 	}
 	// Saturation detector.
 	var sat scheduler.SaturationDetector
@@ -512,29 +565,34 @@ func (b *builder) build() (*Loaded, error) {
 		if e == nil {
 			return nil, errAt(b.satRef, "saturationDetector: pluginRef %q names no plugin; defined: %s", ref, b.names())
 		}
-		s, ok := e.plugin.(scheduler.SaturationDetector)
-		if !ok {
+		s := e.sat
+		if s == nil {
 			return nil, errAt(b.satRef, "saturationDetector: plugin %q (type %s) is a %s, not a saturation detector; known: %s", ref, e.typ, e.kind, strings.Join(b.reg.TypesOf(scheduler.KindSaturation), ", "))
 		}
 		sat = s
 	case b.satLegacy != nil:
-		fac, _ := b.reg.Lookup("utilization-detector")
+		const typ = "utilization-detector"
+		fac, ok := b.reg.Lookup(typ)
+		if !ok {
+			return nil, &Error{Msg: "internal: default plugin type " + typ + " not registered"}
+		}
 		p, _ := newParams(b.satLegacy)
-		plug, err := fac.New("utilization-detector", p)
+		plug, err := b.reg.New(typ, typ, p)
 		if err != nil {
 			return nil, errAt(b.satLegacy, "saturationDetector: %v", err)
 		}
-		e := &entry{name: "utilization-detector", typ: "utilization-detector", kind: fac.Kind, plugin: plug, params: p, implicit: true}
+		e := newEntry(typ, typ, fac.Kind, plug, p)
+		e.implicit = true
 		if b.byName[e.name] != nil {
 			return nil, errAt(b.satLegacy, "saturationDetector: thresholds given while a plugin named utilization-detector exists; use pluginRef")
 		}
 		b.entries = append(b.entries, e)
 		b.byName[e.name] = e
-		sat = plug.(scheduler.SaturationDetector)
+		sat = e.sat
 	default:
 		for _, e := range b.entries {
-			if s, ok := e.plugin.(scheduler.SaturationDetector); ok && e.kind == scheduler.KindSaturation {
-				sat = s
+			if e.kind == scheduler.KindSaturation {
+				sat = e.sat
 				break
 			}
 		}
@@ -543,24 +601,34 @@ func (b *builder) build() (*Loaded, error) {
 			if err != nil {
 				return nil, err
 			}
-			sat = e.plugin.(scheduler.SaturationDetector)
+			sat = e.sat
 		}
 	}
 	// Data layer references.
 	var dl []scheduler.Plugin
-	for _, r := range b.dlSources {
-		ref, err := str(r, "dataLayer pluginRef")
-		if err != nil {
-			return nil, err
+	var dlNames [][]string // per source: the source's name, then its extractors'
+	for _, src := range b.dlSources {
+		var names []string
+		for _, r := range append([]*yaml.Node{src.ref}, src.extractors...) {
+			ref, err := str(r, "dataLayer pluginRef")
+			if err != nil {
+				return nil, err
+			}
+			e := b.byName[ref]
+			if e == nil {
+				return nil, errAt(r, "dataLayer: pluginRef %q names no plugin; defined: %s", ref, b.names())
+			}
+			if e.kind != scheduler.KindDataLayer {
+				return nil, errAt(r, "dataLayer: plugin %q (type %s) is a %s; known data-layer types: %s", ref, e.typ, e.kind, strings.Join(b.reg.TypesOf(scheduler.KindDataLayer), ", "))
+			}
+			dl = append(dl, e.plugin)
+			names = append(names, ref)
 		}
-		e := b.byName[ref]
-		if e == nil {
-			return nil, errAt(r, "dataLayer: pluginRef %q names no plugin; defined: %s", ref, b.names())
-		}
-		if e.kind != scheduler.KindDataLayer {
-			return nil, errAt(r, "dataLayer: plugin %q (type %s) is a %s; known data-layer types: %s", ref, e.typ, e.kind, strings.Join(b.reg.TypesOf(scheduler.KindDataLayer), ", "))
-		}
-		dl = append(dl, e.plugin)
+		dlNames = append(dlNames, names)
+	}
+	scrape, err := endpoints.ScrapeConfigFrom(dl)
+	if err != nil {
+		return nil, &Error{Msg: err.Error()}
 	}
 	var plugins []scheduler.Plugin
 	for _, e := range b.entries {
@@ -570,15 +638,15 @@ func (b *builder) build() (*Loaded, error) {
 	if err != nil {
 		return nil, &Error{Msg: err.Error()}
 	}
-	eff, err := b.effective(profiles, sat)
+	eff, err := b.effective(profiles, sat, dlNames)
 	if err != nil {
 		return nil, err
 	}
-	return &Loaded{Plan: plan, DataLayer: dl, FeatureGates: b.gates, Effective: eff, Notes: b.notes}, nil
+	return &Loaded{Plan: plan, DataLayer: dl, Scrape: scrape, FeatureGates: b.gates, Effective: eff, Notes: b.notes}, nil
 }
 
 // effective renders the configuration with all defaults.
-func (b *builder) effective(profiles []*scheduler.Profile, sat scheduler.SaturationDetector) ([]byte, error) {
+func (b *builder) effective(profiles []*scheduler.Profile, sat scheduler.SaturationDetector, dataLayer [][]string) ([]byte, error) {
 	type kv = yaml.Node
 	doc := &yaml.Node{Kind: yaml.MappingNode}
 	add := func(m *yaml.Node, k string, v *yaml.Node) {
@@ -647,6 +715,26 @@ func (b *builder) effective(profiles []*scheduler.Profile, sat scheduler.Saturat
 		m := &kv{Kind: yaml.MappingNode}
 		add(m, "pluginRef", scalar(sat.Name()))
 		add(doc, "saturationDetector", m)
+	}
+	if len(dataLayer) > 0 {
+		srcs := &kv{Kind: yaml.SequenceNode}
+		for _, names := range dataLayer {
+			m := &kv{Kind: yaml.MappingNode}
+			add(m, "pluginRef", scalar(names[0]))
+			if len(names) > 1 {
+				exs := &kv{Kind: yaml.SequenceNode}
+				for _, n := range names[1:] {
+					e := &kv{Kind: yaml.MappingNode}
+					add(e, "pluginRef", scalar(n))
+					exs.Content = append(exs.Content, e)
+				}
+				add(m, "extractors", exs)
+			}
+			srcs.Content = append(srcs.Content, m)
+		}
+		dl := &kv{Kind: yaml.MappingNode}
+		add(dl, "sources", srcs)
+		add(doc, "dataLayer", dl)
 	}
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/fastepp/fastepp/scheduler"
-	"github.com/fastepp/fastepp/scorers"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -42,13 +41,13 @@ func TestGoodConfigs(t *testing.T) {
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			data, _ := os.ReadFile(f)
-			l, err := Load(data, scorers.NewRegistry())
+			l, err := Load(data, NewRegistry())
 			if err != nil {
 				t.Fatalf("load: %v", err)
 			}
 			golden(t, strings.TrimSuffix(f, ".yaml")+".golden", l.Effective)
 			// The effective config is itself a valid config that yields the same.
-			again, err := Load(l.Effective, scorers.NewRegistry())
+			again, err := Load(l.Effective, NewRegistry())
 			if err != nil {
 				t.Fatalf("effective config does not load: %v\n%s", err, l.Effective)
 			}
@@ -69,7 +68,7 @@ func TestBadConfigs(t *testing.T) {
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			data, _ := os.ReadFile(f)
-			_, err := Load(data, scorers.NewRegistry())
+			_, err := Load(data, NewRegistry())
 			if err == nil {
 				t.Fatal("loaded; want an error")
 			}
@@ -79,7 +78,7 @@ func TestBadConfigs(t *testing.T) {
 }
 
 func TestDefaultPlan(t *testing.T) {
-	l, err := Default(scorers.NewRegistry())
+	l, err := Default(NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +103,7 @@ func TestDefaultPlan(t *testing.T) {
 		t.Errorf("saturation detector %v, want utilization-detector", p.Saturation)
 	}
 	// Empty text is the default too.
-	e, err := Load([]byte("  \n"), scorers.NewRegistry())
+	e, err := Load([]byte("  \n"), NewRegistry())
 	if err != nil || string(e.Effective) != string(l.Effective) {
 		t.Errorf("empty config: %v", err)
 	}
@@ -113,7 +112,7 @@ func TestDefaultPlan(t *testing.T) {
 // TestLoadedPlanPicks: a loaded plan actually schedules.
 func TestLoadedPlanPicks(t *testing.T) {
 	data, _ := os.ReadFile("testdata/good/all-plugins.yaml")
-	l, err := Load(data, scorers.NewRegistry())
+	l, err := Load(data, NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,4 +138,32 @@ func TestLoadedPlanPicks(t *testing.T) {
 	if len(res.Endpoints) != 3 {
 		t.Errorf("maxNumOfEndpoints 3: got %d endpoints", len(res.Endpoints))
 	}
+}
+
+// TestAllPluginsCoversRegistry keeps testdata/good/all-plugins.yaml a config
+// that uses every registered plugin type, so each new type is loaded,
+// defaulted and rendered by TestGoodConfigs.
+func TestAllPluginsCoversRegistry(t *testing.T) {
+	l, err := Load(mustRead(t, "testdata/good/all-plugins.yaml"), NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := map[string]bool{}
+	for _, p := range l.Plan.Plugins {
+		used[p.Type()] = true
+	}
+	for _, typ := range NewRegistry().Types() {
+		if !used[typ] {
+			t.Errorf("plugin type %s is registered but not in testdata/good/all-plugins.yaml", typ)
+		}
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

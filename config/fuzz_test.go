@@ -4,8 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-
-	"github.com/fastepp/fastepp/scorers"
 )
 
 // FuzzLoad: any input either loads (and its effective config loads again to
@@ -19,7 +17,7 @@ func FuzzLoad(f *testing.F) {
 	}
 	f.Add([]byte("plugins: [&a {type: queue-scorer}, *a]"))
 	f.Add([]byte("plugins:\n- type: prefix-cache-scorer\n  parameters: {blockSizeTokens: !!float 1e9}"))
-	reg := scorers.NewRegistry()
+	reg := NewRegistry()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		l, err := Load(data, reg)
 		if err != nil {

@@ -5,10 +5,17 @@
 // scheduler.Handle per endpoint for its lifetime and publishes immutable
 // scheduler.Snapshots to a scheduler.Scheduler.
 //
-// Engines (vllm, sglang, trtllm) are chosen by the pod label
-// inference.networking.k8s.io/engine-type (default vllm). Several series of
+// It is the data layer: the config's data-layer plugins (metrics-data-source,
+// core-metrics-extractor; RegisterPlugins) decode into a ScrapeConfig that
+// says where each page is (scheme, path, TLS verification) and which engine's
+// metric names to read; Enrichers let other per-endpoint data (GPU telemetry
+// next) into the snapshot on the publisher goroutine. Scheduling plugins
+// never scrape: they read what the snapshot carries.
+//
+// Engines (vllm, sglang, trtllm) are chosen by a pod label, by default
+// inference.networking.k8s.io/engine-type (default engine vllm). Several series of
 // one metric (several model_name or data-parallel engine labels) are combined
-// as COMPAT.md says: counts are summed, usage takes the maximum.
+// as docs/COMPAT.md says: counts are summed, usage takes the maximum.
 //
 // Metrics pages are parsed by a targeted scanner that only decodes the few
 // families an engine needs (expfmt costs ~400 µs per vLLM page, over the scrape

@@ -68,28 +68,50 @@ var engines = []*engine{
 	},
 }
 
-// EngineNames lists the accepted values of EngineLabel.
-func EngineNames() []string { return []string{"vllm", "sglang", "trtllm", "trtllm-serve"} }
+// engineAliases are other accepted names of an engine: {alias, engine name}.
+var engineAliases = [][2]string{{"trtllm-serve", "trtllm"}}
 
-// engineFor returns the engine named by labels[EngineLabel] (vllm when absent).
-func engineFor(labels map[string]string) (*engine, error) {
-	v, ok := labels[EngineLabel]
-	if !ok || v == "" {
-		return engines[0], nil
+// EngineNames lists the accepted engine names (values of the engine label and
+// of defaultEngine), aliases last.
+func EngineNames() []string {
+	var out []string
+	for _, e := range engines {
+		out = append(out, e.name)
 	}
-	switch strings.ToLower(v) {
-	case "vllm":
-		return engines[0], nil
-	case "sglang":
-		return engines[1], nil
-	case "trtllm", "trtllm-serve":
-		return engines[2], nil
+	for _, a := range engineAliases {
+		out = append(out, a[0])
+	}
+	return out
+}
+
+// engineNamed returns the engine called v (case-insensitive), or def when v
+// is empty; what names the label or parameter for the error.
+func engineNamed(v, def, what string) (*engine, error) {
+	if v == "" {
+		v = def
+	}
+	name := strings.ToLower(v)
+	for _, a := range engineAliases {
+		if a[0] == name {
+			name = a[1]
+		}
+	}
+	for _, e := range engines {
+		if e.name == name {
+			return e, nil
+		}
 	}
 	return nil, &scheduler.InputError{
-		What:     "label " + EngineLabel,
+		What:     what,
 		Expected: "one of " + strings.Join(EngineNames(), ", "),
 		Found:    strconv.Quote(v),
 	}
+}
+
+// engineFor returns the engine named by labels[EngineLabel] (vllm when
+// absent): the default data-layer configuration.
+func engineFor(labels map[string]string) (*engine, error) {
+	return DefaultScrapeConfig().engineFor(labels)
 }
 
 // lookup returns the family of a metric name for e (famNone if unwanted).

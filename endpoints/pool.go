@@ -35,8 +35,17 @@ type Options struct {
 	// FailureThreshold is how many consecutive failed scrapes mark an
 	// endpoint unhealthy (out of scoring); one success brings it back.
 	FailureThreshold int
-	// Client overrides the scrape client (default NewHTTPClient(ScrapeTimeout)).
+	// Scrape says where metrics pages are and which engine's names to read
+	// (the config's data-layer plugins; zero value: DefaultScrapeConfig).
+	Scrape ScrapeConfig
+	// Client overrides the scrape client (default
+	// NewHTTPClient(ScrapeTimeout, Scrape.InsecureSkipVerify)).
 	Client *http.Client
+	// Enrichers run on the publisher goroutine on every snapshot rebuild, in
+	// order, before the snapshot is built: the place where per-endpoint data
+	// other than the model server's metrics (GPU telemetry) enters the
+	// snapshot. See Enricher.
+	Enrichers []Enricher
 	// Logger receives state changes (default slog.Default()); nothing is
 	// logged per scrape.
 	Logger *slog.Logger
@@ -44,6 +53,16 @@ type Options struct {
 	// scraper goroutine (for a duration histogram and error counter). It
 	// must be quick and must not call back into the Pool.
 	OnScrape func(h *scheduler.Handle, took time.Duration, err error)
+}
+
+// Enricher adds per-endpoint data to the states a snapshot is built from.
+// Enrich is called from the pool's publisher goroutine only (never
+// concurrently with itself), with one state per endpoint in pool order; it
+// may set any field of the states (and may mark an endpoint unhealthy) but
+// must not keep the slice. It runs on every rebuild (up to once per refresh
+// interval), so it reads data its own goroutine gathered and must not block.
+type Enricher interface {
+	Enrich(states []scheduler.EndpointState, now time.Time)
 }
 
 func (o *Options) defaults() {
@@ -62,6 +81,7 @@ func (o *Options) defaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	o.Scrape = o.Scrape.withDefaults()
 }
 
 // Stats summarises the last published snapshot (for the pool gauges).
@@ -135,7 +155,7 @@ func NewPool(sched *scheduler.Scheduler, src Source, opt Options) *Pool {
 	opt.defaults()
 	own := opt.Client == nil
 	if own {
-		opt.Client = NewHTTPClient(opt.ScrapeTimeout)
+		opt.Client = NewHTTPClient(opt.ScrapeTimeout, opt.Scrape.InsecureSkipVerify)
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	p := &Pool{
@@ -247,7 +267,7 @@ func (p *Pool) update(targets []Target) {
 				m.cancel()
 				m.target = t
 				p.startScraper(m)
-				log.Info("endpoint metrics URL changed", "endpoint", m.h.String(), "url", t.URL())
+				log.Info("endpoint metrics URL changed", "endpoint", m.h.String(), "url", p.opt.Scrape.URL(t))
 			}
 		default:
 			if m != nil {
@@ -256,7 +276,7 @@ func (p *Pool) update(targets []Target) {
 			}
 			m = &member{h: scheduler.NewHandle(t.Endpoint), target: t, healthy: true}
 			p.startScraper(m)
-			log.Info("endpoint added", "endpoint", m.h.String(), "url", t.URL())
+			log.Info("endpoint added", "endpoint", m.h.String(), "url", p.opt.Scrape.URL(t))
 		}
 		next[key] = m
 		members = append(members, m)
@@ -281,7 +301,7 @@ func (p *Pool) update(targets []Target) {
 func (p *Pool) startScraper(m *member) {
 	ctx, cancel := context.WithCancel(p.ctx)
 	m.cancel = cancel
-	s := newScraper(ctx, m.h, m.target, p.opt.Client)
+	s := newScraper(ctx, m.h, m.target, p.opt.Scrape, p.opt.Client)
 	p.wg.Add(1)
 	go p.runScraper(ctx, m, s)
 }
@@ -383,6 +403,9 @@ func (p *Pool) rebuild(pb *publisher) {
 	p.mu.Unlock()
 
 	now := time.Now()
+	for _, e := range p.opt.Enrichers {
+		e.Enrich(pb.states, now)
+	}
 	snap := scheduler.NewSnapshot(pb.states, now, p.opt.StalenessThreshold)
 	p.sched.Publish(snap)
 

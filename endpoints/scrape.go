@@ -2,6 +2,7 @@ package endpoints
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -19,8 +20,9 @@ const maxPageBytes = 16 << 20
 
 // NewHTTPClient returns the keep-alive client scrapers use when Options.Client
 // is nil: no proxy, no compression (loopback and pod networks are cheap, gzip
-// is not), bounded dial/header/total times.
-func NewHTTPClient(timeout time.Duration) *http.Client {
+// is not), bounded dial/header/total times. insecureSkipVerify skips
+// certificate verification on https scrapes.
+func NewHTTPClient(timeout time.Duration, insecureSkipVerify bool) *http.Client {
 	d := &net.Dialer{Timeout: min(timeout, 2*time.Second), KeepAlive: 30 * time.Second}
 	return &http.Client{
 		Timeout: timeout,
@@ -31,6 +33,7 @@ func NewHTTPClient(timeout time.Duration) *http.Client {
 			TLSHandshakeTimeout:   min(timeout, 2*time.Second),
 			ResponseHeaderTimeout: timeout,
 			DisableCompression:    true,
+			TLSClientConfig:       &tls.Config{InsecureSkipVerify: insecureSkipVerify}, // the operator's choice (metrics-data-source)
 		},
 	}
 }
@@ -52,9 +55,9 @@ type scraper struct {
 	missing []string // core families last reported missing (logged on change)
 }
 
-func newScraper(ctx context.Context, h *scheduler.Handle, t Target, client *http.Client) *scraper {
-	s := &scraper{h: h, url: t.URL(), client: client}
-	s.eng, s.engErr = engineFor(t.Labels)
+func newScraper(ctx context.Context, h *scheduler.Handle, t Target, sc ScrapeConfig, client *http.Client) *scraper {
+	s := &scraper{h: h, url: sc.URL(t), client: client}
+	s.eng, s.engErr = sc.engineFor(t.Labels)
 	s.req, s.reqErr = http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
 	if s.reqErr == nil {
 		s.req.Header.Set("Accept", "text/plain; version=0.0.4")
@@ -92,8 +95,8 @@ func (s *scraper) scrape() (scheduler.Metrics, error) {
 		return m, fmt.Errorf("GET %s: %w", s.url, err)
 	}
 	if !s.acc.foundCore() {
-		return m, fmt.Errorf("GET %s: expected %s metrics (%s), found none of them in %d bytes; is label %s right?",
-			s.url, s.eng.name, strings.Join(s.acc.missing(), ", "), len(s.buf), EngineLabel)
+		return m, fmt.Errorf("GET %s: expected %s metrics (%s), found none of them in %d bytes; is the engine label right?",
+			s.url, s.eng.name, strings.Join(s.acc.missing(), ", "), len(s.buf))
 	}
 	s.acc.fill(&m)
 	return m, nil

@@ -75,9 +75,9 @@ func cannedServer(tb testing.TB, page []byte) (addr string, stop func()) {
 func benchScrape(b *testing.B, addr string) {
 	ap := netip.MustParseAddrPort(addr)
 	t := Target{Endpoint: scheduler.Endpoint{Name: addr, Addr: ap.Addr(), Port: ap.Port()}}
-	client := NewHTTPClient(time.Second)
+	client := NewHTTPClient(time.Second, false)
 	defer client.CloseIdleConnections()
-	s := newScraper(context.Background(), scheduler.NewHandle(t.Endpoint), t, client)
+	s := newScraper(context.Background(), scheduler.NewHandle(t.Endpoint), t, ScrapeConfig{}, client)
 	if _, err := s.scrape(); err != nil { // warm the connection
 		b.Fatal(err)
 	}

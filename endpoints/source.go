@@ -23,17 +23,13 @@ import (
 // metrics are scraped.
 type Target struct {
 	scheduler.Endpoint
-	// MetricsURL is the metrics page; empty means http://ip:port/metrics.
+	// MetricsURL is the metrics page; empty means the pool's ScrapeConfig
+	// decides (default http://ip:port/metrics).
 	MetricsURL string
 }
 
-// URL returns the metrics URL to scrape.
-func (t Target) URL() string {
-	if t.MetricsURL != "" {
-		return t.MetricsURL
-	}
-	return "http://" + t.HostPort() + "/metrics"
-}
+// URL returns the metrics URL to scrape under the default ScrapeConfig.
+func (t Target) URL() string { return DefaultScrapeConfig().URL(t) }
 
 // sameEndpoint reports whether a and b describe the same endpoint identity
 // (a Handle carries the Endpoint, so a change here needs a new Handle).

@@ -2,7 +2,7 @@
 // envoy.service.ext_proc.v3.ExternalProcessor that a gateway (Envoy, Envoy
 // Gateway, kgateway, Istio, GKE) opens one stream per HTTP request to.
 //
-// It owns, per stream: the state machine of ../shared/docs/PROTOCOL.md
+// It owns, per stream: the state machine of docs/PROTOCOL.md
 // (FULL_DUPLEX_STREAMED and BUFFERED request bodies, headers-only requests,
 // response pass-through), the one-pass JSON body scan that finds the model,
 // the stream flags and the prompt's byte spans without decoding the document,

@@ -8,15 +8,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
+	"github.com/fastepp/fastepp/config"
 	"github.com/fastepp/fastepp/extproc"
 	"github.com/fastepp/fastepp/scheduler"
-	"github.com/fastepp/fastepp/scorers"
 )
 
 // How cmd/epp wires the server: a scheduler fed by the pool, the options from
 // flags, the grpc.Server options for large BUFFERED bodies, Register.
 func ExampleNew() {
-	plan, err := scorers.DefaultPlan()
+	plan, err := config.DefaultPlan()
 	if err != nil {
 		panic(err)
 	}

@@ -15,8 +15,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/fastepp/fastepp/config"
 	"github.com/fastepp/fastepp/scheduler"
-	"github.com/fastepp/fastepp/scorers"
 )
 
 // pool is a fake endpoint pool published to a scheduler.
@@ -30,7 +30,7 @@ func newPool(tb testing.TB, plan *scheduler.Plan, n int) *pool {
 	tb.Helper()
 	if plan == nil {
 		var err error
-		if plan, err = scorers.DefaultPlan(); err != nil {
+		if plan, err = config.DefaultPlan(); err != nil {
 			tb.Fatal(err)
 		}
 	}

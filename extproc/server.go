@@ -24,7 +24,7 @@ import (
 	"github.com/fastepp/fastepp/scheduler"
 )
 
-// Wire keys (PROTOCOL.md).
+// Wire keys (docs/PROTOCOL.md).
 const (
 	HeaderDestination   = "x-gateway-destination-endpoint"
 	MetadataNamespaceLB = "envoy.lb"
@@ -37,7 +37,7 @@ const (
 	HeaderRequestID     = "x-request-id"
 )
 
-// MaxChunk is the largest body chunk PROTOCOL.md allows in one
+// MaxChunk is the largest body chunk docs/PROTOCOL.md allows in one
 // StreamedBodyResponse.
 const MaxChunk = 62000
 

@@ -1,7 +1,7 @@
 // Package gateway owns fastepp's small Envoy stand-in for local runs,
 // benchmarks and tests: an HTTP reverse proxy that asks epp where each
 // request goes over Envoy's ext_proc protocol, exactly as Envoy does in
-// FULL_DUPLEX_STREAMED mode (../shared/docs/PROTOCOL.md), then proxies.
+// FULL_DUPLEX_STREAMED mode (docs/PROTOCOL.md), then proxies.
 //
 // Per client request it owns: one ext_proc stream (request headers with
 // protocol_config FULL_DUPLEX_STREAMED, the body in chunks, the

@@ -17,15 +17,17 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/fastepp/fastepp/extproc"
 )
 
-// Wire keys (PROTOCOL.md); kept here so the gateway does not import the
-// server it talks to.
+// Wire keys the gateway reads and sends (docs/PROTOCOL.md): extproc's, so
+// that both ends of the local stack share one definition.
 const (
-	HeaderDestination   = "x-gateway-destination-endpoint"
-	MetadataNamespaceLB = "envoy.lb"
-	ServedKey           = "x-gateway-destination-endpoint-served"
-	HeaderRequestID     = "x-request-id"
+	HeaderDestination   = extproc.HeaderDestination
+	MetadataNamespaceLB = extproc.MetadataNamespaceLB
+	ServedKey           = extproc.ServedKey
+	HeaderRequestID     = extproc.HeaderRequestID
 )
 
 // Defaults for the zero values of Config.

@@ -22,7 +22,6 @@ import (
 	"github.com/fastepp/fastepp/config"
 	"github.com/fastepp/fastepp/extproc"
 	"github.com/fastepp/fastepp/scheduler"
-	"github.com/fastepp/fastepp/scorers"
 )
 
 // upstream is a fake model server recording what it receives.
@@ -90,7 +89,7 @@ func newStack(t *testing.T, plan *scheduler.Plan, addrs ...string) *stack {
 	t.Helper()
 	if plan == nil {
 		var err error
-		if plan, err = scorers.DefaultPlan(); err != nil {
+		if plan, err = config.DefaultPlan(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -448,7 +447,7 @@ func TestFallbackOnConnectFailure(t *testing.T) {
 	}
 	deadAddr := dead.Addr().String()
 	dead.Close()
-	l, err := config.Load([]byte("plugins:\n- type: queue-scorer\n- type: max-score-picker\n  parameters: {maxNumOfEndpoints: 2}\n"), scorers.NewRegistry())
+	l, err := config.Load([]byte("plugins:\n- type: queue-scorer\n- type: max-score-picker\n  parameters: {maxNumOfEndpoints: 2}\n"), config.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -703,7 +702,7 @@ func BenchmarkGateway(b *testing.B) {
 // newBenchStack is newStack for benchmarks: epp's ext_proc server with one
 // endpoint and a gateway in front; it returns the gateway's URL.
 func newBenchStack(b *testing.B, addr string) string {
-	plan, err := scorers.DefaultPlan()
+	plan, err := config.DefaultPlan()
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,12 +1,15 @@
 package scheduler_test
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/fastepp/fastepp/config"
 	"github.com/fastepp/fastepp/scheduler"
 	"github.com/fastepp/fastepp/scorers"
 )
@@ -35,10 +38,13 @@ func pool(n int, now time.Time) []scheduler.EndpointState {
 	return states
 }
 
+// Prompt shape of the benchmarks: 2 KB, the first 90% shared within a group.
+const promptSize, promptShared = 2048, 2048 * 9 / 10
+
 // prompts returns 2 KB prompts from groups shared-prefix groups, 90% shared.
 func prompts(groups, perGroup int) [][]byte {
 	r := rand.New(rand.NewPCG(7, 7))
-	const size, shared = 2048, 2048 * 9 / 10
+	const size, shared = promptSize, promptShared
 	letters := []byte("abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.,")
 	fill := func(b []byte) {
 		for i := range b {
@@ -94,7 +100,7 @@ func (noParams) Duration(_ string, d time.Duration) (time.Duration, error) { ret
 func (noParams) Has(string) bool                                           { return false }
 
 func defaultPlan(tb testing.TB) *scheduler.Plan {
-	p, err := scorers.DefaultPlan()
+	p, err := config.DefaultPlan()
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -124,31 +130,101 @@ func benchSetup(tb testing.TB, plan *scheduler.Plan, n int) (*scheduler.Schedule
 
 // BenchmarkPick measures one scheduling decision, prompt hashing included:
 // 2 KB prompts from 32 shared-prefix groups (90% shared), varied metrics.
+//
+//   - default, queue-kv: the prompts repeat, so the prefix index only looks up.
+//   - default-unique: every prompt gets a unique tail (a counter written where
+//     the shared prefix ends), so the chosen endpoint's index inserts the last
+//     four blocks on every pick and rotates generations as it fills.
+//   - default-churn: as default-unique, and a new snapshot (same endpoints and
+//     metrics, a new scrape time) is published every 200 picks. Publishing
+//     is the pool's publisher goroutine's work, not the request's, so the
+//     timer is stopped around it (BenchmarkPublish measures it); what remains
+//     is what a new snapshot costs the picks that follow it.
+//
+// These case names are relied on by other tooling; add cases, do not rename.
 func BenchmarkPick(b *testing.B) {
 	cases := []struct {
 		profile string
 		n       int
 		plan    func(testing.TB) *scheduler.Plan
+		unique  bool
+		churn   int // publish a new snapshot every churn picks (0: never)
 	}{
-		{"default", 16, defaultPlan},
-		{"default", 128, defaultPlan},
-		{"default", 1024, defaultPlan},
-		{"queue-kv", 16, queueKVPlan},
+		{"default", 16, defaultPlan, false, 0},
+		{"default", 128, defaultPlan, false, 0},
+		{"default", 1024, defaultPlan, false, 0},
+		{"queue-kv", 16, queueKVPlan, false, 0},
+		{"default-unique", 16, defaultPlan, true, 0},
+		{"default-churn", 16, defaultPlan, true, 200},
 	}
 	for _, tc := range cases {
 		b.Run(fmt.Sprintf("profile=%s/endpoints=%d", tc.profile, tc.n), func(b *testing.B) {
 			s, c, ps := benchSetup(b, tc.plan(b), tc.n)
+			churn := newChurner(s.Snapshot())
+			buf := make([]byte, len(ps[0]))
 			var req scheduler.Request
 			req.Model = "meta-llama/Llama-3.1-8B-Instruct"
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				req.SetPrompt(ps[i%len(ps)])
+				p := ps[i%len(ps)]
+				if tc.unique {
+					p = uniqueTail(buf, p, uint64(i))
+				}
+				if tc.churn > 0 && i%tc.churn == tc.churn-1 {
+					b.StopTimer()
+					s.Publish(churn.next())
+					b.StartTimer()
+				}
+				req.SetPrompt(p)
 				res, err := s.Pick(c, &req)
 				if err != nil {
 					b.Fatal(err)
 				}
 				res.Release()
+			}
+		})
+	}
+}
+
+// uniqueTail copies p into buf and writes n where the shared prefix ends, so
+// every block from there on is new to the prefix index.
+func uniqueTail(buf, p []byte, n uint64) []byte {
+	copy(buf, p)
+	binary.LittleEndian.PutUint64(buf[promptShared:], n)
+	return buf
+}
+
+// churner makes new snapshots of one set of endpoints: same handles, same
+// metrics, a new scrape time, as a scrape of unchanged servers gives. The
+// metrics stay put so that the figure is the cost of a new snapshot, not of
+// picks moving to other endpoints (and inserting whole prompts there).
+type churner struct{ states []scheduler.EndpointState }
+
+func newChurner(cur *scheduler.Snapshot) *churner {
+	return &churner{states: slices.Clone(cur.Endpoints)}
+}
+
+func (c *churner) next() *scheduler.Snapshot {
+	now := time.Now()
+	for i := range c.states {
+		c.states[i].M.UpdatedAt = now
+	}
+	return scheduler.NewSnapshot(c.states, now, 0)
+}
+
+// BenchmarkPublish measures what the pool's publisher goroutine pays per new
+// snapshot with the default plan: NewSnapshot plus Publish (which runs the
+// plugins' PrepareSnapshot: the prefix index aligns its tables).
+func BenchmarkPublish(b *testing.B) {
+	for _, n := range []int{16, 1024} {
+		b.Run(fmt.Sprintf("endpoints=%d", n), func(b *testing.B) {
+			s, _, _ := benchSetup(b, defaultPlan(b), n)
+			churn := newChurner(s.Snapshot())
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				s.Publish(churn.next())
 			}
 		})
 	}

@@ -25,7 +25,8 @@ func (e Endpoint) HostPort() string {
 	return netip.AddrPortFrom(e.Addr, e.Port).String()
 }
 
-// Metrics is what the picker knows about an endpoint from its last scrape.
+// Metrics is what the picker knows about an endpoint from its model server's
+// last metrics page (package endpoints scrapes and parses it).
 type Metrics struct {
 	Waiting int // requests queued in the model server
 	Running int // requests in execution batches
@@ -43,17 +44,6 @@ type Metrics struct {
 	// InflightAtScrape is Handle.Inflight() read when the scrape was taken;
 	// the scheduler adds what was dispatched since then to the scraped load.
 	InflightAtScrape int64
-	// GPU holds accelerator telemetry when known (nil otherwise).
-	GPU *GPUMetrics
-}
-
-// GPUMetrics is per-endpoint accelerator telemetry (filled by gpustats later).
-type GPUMetrics struct {
-	Activity     float64 // 0..1
-	VRAMUsed     float64 // 0..1 of total
-	Throttled    bool
-	CapacityRank float64 // relative throughput of the GPU model, 1 = reference
-	UpdatedAt    time.Time
 }
 
 // Handle is the stable, shared identity of an endpoint across snapshots. The

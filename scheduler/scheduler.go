@@ -3,6 +3,7 @@ package scheduler
 import (
 	"errors"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -15,32 +16,69 @@ var (
 	ErrNoCapacity = errors.New("no endpoint left after filters")
 	// ErrShed: a sheddable request (priority < 0) while the pool is saturated → 429.
 	ErrShed = errors.New("pool saturated: sheddable request dropped")
+	// ErrNoPlan: the scheduler was made without a plan (New(nil)) → 500.
+	ErrNoPlan = errors.New("scheduler has no plan")
 )
 
-// Scheduler holds the current plan and snapshot and runs picks. All methods
-// are safe for concurrent use; Publish and SetPlan may run during picks.
+// Scheduler runs one plan over the current snapshot. Pick is safe for
+// concurrent use (each caller with its own Cycle); Publish may run during
+// picks: a pick sees either the old snapshot or the new one, whole, with the
+// per-snapshot values its plugins prepared for it.
 type Scheduler struct {
-	plan atomic.Pointer[Plan]
-	snap atomic.Pointer[Snapshot]
-	seed atomic.Uint64
+	plan  *Plan
+	cur   atomic.Pointer[published]
+	pubMu sync.Mutex // serialises Publish (PrepareSnapshot calls never overlap)
+	seed  atomic.Uint64
 }
 
-// New returns a scheduler running plan (no endpoints until Publish).
+// published is a snapshot with what the plan's SnapshotPreparers made of it.
+type published struct {
+	snap     *Snapshot
+	prepared []any // by plugin slot; nil where the plugin prepares nothing
+}
+
+// New returns a scheduler running plan (no endpoints until Publish). The plan
+// must not be given to another scheduler: its plugins' per-snapshot state
+// follows this scheduler's snapshots. A nil plan makes a scheduler that only
+// holds snapshots (Pick fails with ErrNoPlan).
 func New(plan *Plan) *Scheduler {
-	s := &Scheduler{}
-	s.plan.Store(plan)
+	s := &Scheduler{plan: plan}
 	s.seed.Store(uint64(time.Now().UnixNano()))
 	return s
 }
 
-// Publish makes snap the snapshot future picks see.
-func (s *Scheduler) Publish(snap *Snapshot) { s.snap.Store(snap) }
+// Publish makes snap the snapshot future picks see. Before the swap, on the
+// caller's goroutine, each SnapshotPreparer of the plan prepares its
+// per-snapshot value. snap must not be modified afterwards; publishing one
+// snapshot to several schedulers is fine. Calls are serialised.
+func (s *Scheduler) Publish(snap *Snapshot) {
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	prev := s.cur.Load()
+	pub := &published{snap: snap}
+	if s.plan != nil && len(s.plan.preparers) > 0 {
+		pub.prepared = make([]any, s.plan.slots)
+		for _, sp := range s.plan.preparers {
+			var old any
+			if prev != nil {
+				old = prev.prepared[sp.slot]
+			}
+			pub.prepared[sp.slot] = sp.p.PrepareSnapshot(snap, old)
+		}
+	}
+	s.cur.Store(pub)
+}
 
 // Snapshot returns the current snapshot (nil before the first Publish).
-func (s *Scheduler) Snapshot() *Snapshot { return s.snap.Load() }
+func (s *Scheduler) Snapshot() *Snapshot {
+	if p := s.cur.Load(); p != nil {
+		return p.snap
+	}
+	return nil
+}
 
-// Plan returns the current plan.
-func (s *Scheduler) Plan() *Plan { return s.plan.Load() }
+// Plan returns the scheduler's plan.
+func (s *Scheduler) Plan() *Plan { return s.plan }
 
 // Result is the outcome of one pick. It lives in its Cycle and is valid until
 // the cycle's next Pick.
@@ -80,23 +118,25 @@ type ScorerScore struct {
 
 // Cycle is per-caller scratch space for Pick. Keep one per goroutine (or per
 // stream) and reuse it: after warm-up, Pick does not allocate. Not safe for
-// concurrent use.
+// concurrent use: plugins may mutate what Cycle.State returns without locks
+// because a Cycle is only ever used by one goroutine at a time.
 type Cycle struct {
-	// Snap and Req are valid during Pick (plugins read them).
+	// Snap and Req are valid during Pick (plugins read them, never write).
 	Snap *Snapshot
 	Req  *Request
 
-	now    time.Time // read lazily: the clock is not free on every VM
-	rng    rand.PCG
-	cands  []int32
-	total  []float64
-	tmp    []float64
-	picked []int32
-	mark   []uint32
-	epoch  uint32
-	states []any
-	plan   *Plan
-	res    Result
+	prepared []any     // the current pick's published values, by slot
+	now      time.Time // read lazily: the clock is not free on every VM
+	rng      rand.PCG
+	cands    []int32
+	total    []float64
+	tmp      []float64
+	picked   []int32
+	mark     []uint32
+	epoch    uint32
+	states   []any
+	plan     *Plan
+	res      Result
 }
 
 // NewCycle returns scratch space for Pick.
@@ -122,6 +162,15 @@ func (c *Cycle) Float64() float64 { return float64(c.rng.Uint64()>>11) / (1 << 5
 
 // State returns the cycle state of the plugin in slot (see CycleStater).
 func (c *Cycle) State(slot int) any { return c.states[slot] }
+
+// Prepared returns what the plugin in slot prepared for the snapshot this
+// pick sees (see SnapshotPreparer); nil when it prepared nothing. Read-only.
+func (c *Cycle) Prepared(slot int) any {
+	if slot < len(c.prepared) {
+		return c.prepared[slot]
+	}
+	return nil
+}
 
 // Waiting is endpoint i's queue: scraped waiting requests plus what this
 // picker dispatched there since the scrape (net of what finished).
@@ -155,24 +204,29 @@ func grow[T any](s []T, n int) []T {
 // scores slice they are given. On success the primary's
 // in-flight counters are charged; call Result.Release when the request ends.
 func (s *Scheduler) Pick(c *Cycle, req *Request) (*Result, error) {
-	snap := s.snap.Load()
-	plan := s.plan.Load()
+	pub := s.cur.Load()
+	plan := s.plan
 	c.res.Endpoints = c.res.Endpoints[:0]
 	c.res.Explain = nil
 	c.res.Tokens = 0
 	c.res.Profile = ""
-	if snap == nil || len(snap.Live) == 0 {
+	if plan == nil {
+		return nil, ErrNoPlan
+	}
+	if pub == nil || len(pub.snap.Live) == 0 {
 		return nil, ErrNoEndpoints
 	}
+	snap := pub.snap
 	if c.plan != plan {
-		c.states = c.states[:0]
+		c.states = grow(c.states, plan.slots)
+		clear(c.states)
 		for _, st := range plan.staters {
-			c.states = append(c.states, st.NewCycleState())
+			c.states[st.slot] = st.p.NewCycleState()
 		}
 		c.plan = plan
 	}
-	c.Snap, c.Req, c.now = snap, req, time.Time{}
-	defer func() { c.Snap, c.Req = nil, nil }()
+	c.Snap, c.Req, c.prepared, c.now = snap, req, pub.prepared, time.Time{}
+	defer func() { c.Snap, c.Req, c.prepared = nil, nil, nil }()
 
 	cands := c.candidates(snap, req)
 	if len(cands) == 0 {

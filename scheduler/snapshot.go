@@ -9,8 +9,16 @@ import (
 var snapSeq atomic.Uint64
 
 // EndpointState is one endpoint as a snapshot sees it.
+//
+// New per-endpoint data (GPU telemetry next) enters here: add a field group
+// beside M, with its own read time, filled by package endpoints when it builds
+// the states it publishes (an endpoints.Enricher runs on the publisher
+// goroutine for exactly that); derived values that do not depend on the
+// request are computed in NewSnapshot (like KVScore) or in a plugin's
+// PrepareSnapshot, never per pick.
 type EndpointState struct {
 	H *Handle
+	// M is the model server's metrics from its last good scrape.
 	M Metrics
 	// Healthy is false when the endpoint's last scrapes failed.
 	Healthy bool

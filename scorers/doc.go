@@ -1,9 +1,12 @@
 // Package scorers holds fastepp's scheduling plugins, one file per plugin,
 // registered under the GIE type names (queue-scorer, prefix-cache-scorer,
 // max-score-picker, ...) so existing EndpointPickerConfigs route the same way.
-// The math of each plugin is pinned by table tests against COMPAT.md.
+// The math of each plugin is pinned by table tests against docs/COMPAT.md;
+// every plugin keeps the contract written on the scheduler interfaces it
+// implements (scheduler/plugin.go). README.md says how to add one.
 //
-// NewRegistry builds the registry explicitly (no init-time registration).
+// Register adds this package's types to a registry explicitly (no init-time
+// registration); config.NewRegistry composes it with the data-layer types.
 package scorers
 
 import "github.com/fastepp/fastepp/scheduler"
@@ -24,6 +27,12 @@ func newBase(typ, name string) base {
 // NewRegistry returns a registry with every plugin type of this package.
 func NewRegistry() *scheduler.Registry {
 	r := scheduler.NewRegistry()
+	Register(r)
+	return r
+}
+
+// Register adds every plugin type of this package to r.
+func Register(r *scheduler.Registry) {
 	registerQueue(r)
 	registerRunning(r)
 	registerKVCache(r)
@@ -33,6 +42,4 @@ func NewRegistry() *scheduler.Registry {
 	registerPickers(r)
 	registerProfileHandlers(r)
 	registerUtilization(r)
-	registerDataLayer(r)
-	return r
 }

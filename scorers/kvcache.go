@@ -2,15 +2,19 @@ package scorers
 
 import "github.com/fastepp/fastepp/scheduler"
 
+// Interface guard: what the registry checks at start-up, checked at compile time.
+var _ scheduler.Scorer = (*kvScorer)(nil)
+
 // KVCacheScorerType scores 1 − KV-cache usage (precomputed per snapshot).
 const KVCacheScorerType = "kv-cache-utilization-scorer"
 
 type kvScorer struct{ base }
 
 func registerKVCache(r *scheduler.Registry) {
-	r.Register(KVCacheScorerType, scheduler.Factory{
-		Kind: scheduler.KindScorer,
-		Doc:  "prefers endpoints with free KV cache: 1 − usage",
+	r.MustRegister(KVCacheScorerType, scheduler.Factory{
+		Kind:  scheduler.KindScorer,
+		Proto: (*kvScorer)(nil),
+		Doc:   "prefers endpoints with free KV cache: 1 − usage",
 		New: func(name string, _ scheduler.Params) (scheduler.Plugin, error) {
 			return &kvScorer{newBase(KVCacheScorerType, name)}, nil
 		},

@@ -6,6 +6,9 @@ import (
 	"github.com/fastepp/fastepp/scheduler"
 )
 
+// Interface guard: what the registry checks at start-up, checked at compile time.
+var _ scheduler.Scorer = (*loraScorer)(nil)
+
 // LoRAScorerType scores LoRA adapter affinity for the request's target model:
 // 1.0 adapter loaded (running); 0.8 room to load it (active + waiting < max);
 // 0.6 adapter waiting to load; else 0. Evaluated in that order.
@@ -14,9 +17,10 @@ const LoRAScorerType = "lora-affinity-scorer"
 type loraScorer struct{ base }
 
 func registerLoRA(r *scheduler.Registry) {
-	r.Register(LoRAScorerType, scheduler.Factory{
-		Kind: scheduler.KindScorer,
-		Doc:  "prefers endpoints that already run the requested LoRA adapter",
+	r.MustRegister(LoRAScorerType, scheduler.Factory{
+		Kind:  scheduler.KindScorer,
+		Proto: (*loraScorer)(nil),
+		Doc:   "prefers endpoints that already run the requested LoRA adapter",
 		New: func(name string, _ scheduler.Params) (scheduler.Plugin, error) {
 			return &loraScorer{newBase(LoRAScorerType, name)}, nil
 		},

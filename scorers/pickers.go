@@ -7,6 +7,9 @@ import (
 	"github.com/fastepp/fastepp/scheduler"
 )
 
+// Interface guard: what the registry checks at start-up, checked at compile time.
+var _ scheduler.Picker = (*picker)(nil)
+
 // Picker types. Each takes maxNumOfEndpoints (default 1): the number of
 // endpoints returned, primary first, the rest as the gateway's fallbacks.
 const (
@@ -35,8 +38,9 @@ type picker struct {
 
 func registerPickers(r *scheduler.Registry) {
 	add := func(typ, doc string, k pickerKind) {
-		r.Register(typ, scheduler.Factory{
+		r.MustRegister(typ, scheduler.Factory{
 			Kind:   scheduler.KindPicker,
+			Proto:  (*picker)(nil),
 			Params: []string{"maxNumOfEndpoints"},
 			Doc:    doc,
 			New: func(name string, p scheduler.Params) (scheduler.Plugin, error) {

@@ -10,18 +10,32 @@ import (
 	"github.com/fastepp/fastepp/scheduler"
 )
 
+// Interface guards: what the registry checks at start-up, checked at compile time.
+var (
+	_ scheduler.Scorer           = (*PrefixScorer)(nil)
+	_ scheduler.PickObserver     = (*PrefixScorer)(nil)
+	_ scheduler.CycleStater      = (*PrefixScorer)(nil)
+	_ scheduler.SnapshotPreparer = (*PrefixScorer)(nil)
+	_ scheduler.StatsReporter    = (*PrefixScorer)(nil)
+)
+
 // PrefixScorerType scores how much of the prompt's leading blocks an endpoint
 // has probably cached: matched leading blocks ÷ prompt blocks.
 //
 // Blocks are blockSizeTokens×4 bytes of the prompt (bytes straight from the
-// request body). Block i's hash is xxhash64 over the model name, cache_salt and
-// the prompt bytes up to the end of block i, so it identifies the whole prefix
-// (the chained hash of GIE, computed in one streaming pass). At most
-// maxPrefixBlocksToMatch blocks are considered. Each endpoint remembers the
-// blocks of the prompts sent to it, bounded by lruCapacityPerServer blocks, or
-// with autoTune by the server's num_gpu_blocks × block_size / blockSizeTokens
-// when it reports them. The chosen endpoint's table is updated inside Pick, so
-// the next request with the same prefix sees it.
+// request body; a block may straddle two prompt spans). Each whole block is
+// hashed on its own with xxhash64, then the hashes are chained:
+// h(i) = chain(h(i−1), xxhash64(block i)), starting from xxhash64 of the model
+// name (mixed with cache_salt when given), so h(i) identifies the whole prefix
+// up to block i, like GIE's chained block hash (the values differ from GIE's:
+// the index is private to this process). At most maxPrefixBlocksToMatch blocks
+// are considered. Each endpoint remembers the blocks of the prompts sent to
+// it, bounded by lruCapacityPerServer blocks, or with autoTune by the server's
+// num_gpu_blocks × block_size / blockSizeTokens when it reports them. The
+// chosen endpoint's table is updated inside Pick (Picked), so the next request
+// with the same prefix sees it. The tables aligned with a snapshot's endpoint
+// indices are prepared when the snapshot is published (PrepareSnapshot), so a
+// pick never builds them.
 //
 // fullScoreMatchBlocks (ours; default 0 = GIE behaviour) fixes GIE issue 2561,
 // where a one-block prompt matching one block scores 1.0 and all short prompts
@@ -63,10 +77,11 @@ type PrefixScorer struct {
 	blockSize int // bytes
 	slot      int
 
-	mu     sync.Mutex // guards tables map writes and view rebuilds
-	tables map[uint32]*prefixTable
-	view   atomic.Pointer[prefixView]
-	seq    uint64 // newest snapshot Seq seen by a rebuild
+	// mu guards tables and stamp; only PrepareSnapshot (the publisher) and
+	// AppendStats take it, never a pick.
+	mu     sync.Mutex
+	tables map[uint32]*prefixTable // by Handle.ID
+	stamp  uint64                  // PrepareSnapshot calls, to find tables that left
 
 	// Prompt blocks of picked requests / of those, blocks the chosen
 	// endpoint already had: the index hit ratio.
@@ -74,9 +89,8 @@ type PrefixScorer struct {
 }
 
 // prefixView aligns tables with one snapshot's endpoint indices; every
-// endpoint of the snapshot has a table.
+// endpoint of the snapshot has a table. Made by PrepareSnapshot, read-only.
 type prefixView struct {
-	seq    uint64
 	tables []*prefixTable
 }
 
@@ -93,8 +107,9 @@ type prefixState struct {
 }
 
 func registerPrefix(r *scheduler.Registry) {
-	r.Register(PrefixScorerType, scheduler.Factory{
+	r.MustRegister(PrefixScorerType, scheduler.Factory{
 		Kind:   scheduler.KindScorer,
+		Proto:  (*PrefixScorer)(nil),
 		Params: []string{"blockSizeTokens", "blockSize", "maxPrefixBlocksToMatch", "lruCapacityPerServer", "autoTune", "fullScoreMatchBlocks"},
 		Doc:    "prefers endpoints that probably cached the prompt's prefix",
 		New: func(name string, p scheduler.Params) (scheduler.Plugin, error) {
@@ -153,6 +168,37 @@ func NewPrefixScorer(name string, cfg PrefixConfig) (*PrefixScorer, error) {
 	}, nil
 }
 
+// PrepareSnapshot implements scheduler.SnapshotPreparer: it aligns a table
+// with each endpoint of snap (creating tables for new endpoints, applying
+// autoTune capacities from the latest metrics) and forgets endpoints that
+// left the pool.
+func (p *PrefixScorer) PrepareSnapshot(snap *scheduler.Snapshot, _ any) any {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stamp++
+	v := &prefixView{tables: make([]*prefixTable, len(snap.Endpoints))}
+	for i := range snap.Endpoints {
+		e := &snap.Endpoints[i]
+		t := p.tables[e.H.ID()]
+		if t == nil {
+			t = newPrefixTable(p.capacityFor(&e.M))
+			p.tables[e.H.ID()] = t
+		} else {
+			t.setCapacity(p.capacityFor(&e.M))
+		}
+		t.stamp = p.stamp
+		v.tables[i] = t
+	}
+	if len(p.tables) > len(snap.Endpoints) {
+		for id, t := range p.tables {
+			if t.stamp != p.stamp {
+				delete(p.tables, id)
+			}
+		}
+	}
+	return v
+}
+
 // Config returns the scorer's parameters.
 func (p *PrefixScorer) Config() PrefixConfig { return p.cfg }
 
@@ -162,15 +208,19 @@ func (p *PrefixScorer) NewCycleState() any {
 	return st
 }
 
-// SetStateSlot implements scheduler.CycleStater.
-func (p *PrefixScorer) SetStateSlot(slot int) { p.slot = slot }
+// SetSlot implements scheduler.Stateful.
+func (p *PrefixScorer) SetSlot(slot int) { p.slot = slot }
 
 // Score implements scheduler.Scorer.
 func (p *PrefixScorer) Score(c *scheduler.Cycle, cands []int32, out []float64) {
 	st := c.State(p.slot).(*prefixState)
 	st.hashes = p.hashPrompt(st, c.Req)
-	v := p.viewFor(c.Snap)
+	v, _ := c.Prepared(p.slot).(*prefixView)
 	st.view = v
+	if v == nil { // not published through a Scheduler: no index to consult
+		clear(out)
+		return
+	}
 	if cap(st.matched) < len(v.tables) {
 		st.matched = make([]int32, len(v.tables))
 	}
@@ -288,48 +338,6 @@ func chain(prev, block uint64) uint64 {
 // chosen by the low bits, so this costs one bit of the 64 and no branch.
 func nonZero(h uint64) uint64 { return h | 1<<63 }
 
-// viewFor returns the table view aligned with snap, building it if needed.
-func (p *PrefixScorer) viewFor(snap *scheduler.Snapshot) *prefixView {
-	if v := p.view.Load(); v != nil && v.seq == snap.Seq {
-		return v
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if v := p.view.Load(); v != nil && v.seq == snap.Seq {
-		return v
-	}
-	v := &prefixView{seq: snap.Seq, tables: make([]*prefixTable, len(snap.Endpoints))}
-	for i := range snap.Endpoints {
-		v.tables[i] = p.tableLocked(&snap.Endpoints[i])
-	}
-	if snap.Seq > p.seq {
-		// The newest pool view: forget endpoints that left it.
-		p.seq = snap.Seq
-		live := make(map[uint32]bool, len(snap.Endpoints))
-		for i := range snap.Endpoints {
-			live[snap.Endpoints[i].H.ID()] = true
-		}
-		for id := range p.tables {
-			if !live[id] {
-				delete(p.tables, id)
-			}
-		}
-		p.view.Store(v)
-	}
-	return v
-}
-
-func (p *PrefixScorer) tableLocked(e *scheduler.EndpointState) *prefixTable {
-	id := e.H.ID()
-	if t := p.tables[id]; t != nil {
-		t.setCapacity(p.capacityFor(&e.M))
-		return t
-	}
-	t := newPrefixTable(p.capacityFor(&e.M))
-	p.tables[id] = t
-	return t
-}
-
 // capacityFor is lruCapacityPerServer, or with autoTune the server's cache in
 // our blocks when it reports num_gpu_blocks and block_size.
 func (p *PrefixScorer) capacityFor(m *scheduler.Metrics) int {
@@ -356,8 +364,8 @@ func (s PrefixStats) HitRatio() float64 {
 	return float64(s.MatchedBlocks) / float64(s.LookupBlocks)
 }
 
-// Stats reports the index size and lookup counters.
-func (p *PrefixScorer) Stats() PrefixStats {
+// IndexStats reports the index size and lookup counters.
+func (p *PrefixScorer) IndexStats() PrefixStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := PrefixStats{Endpoints: len(p.tables), LookupBlocks: p.lookups.Load(), MatchedBlocks: p.hits.Load()}
@@ -366,4 +374,15 @@ func (p *PrefixScorer) Stats() PrefixStats {
 		s.Bytes += t.bytes.Load()
 	}
 	return s
+}
+
+// AppendStats implements scheduler.StatsReporter with GIE's prefix indexer
+// metric names and ours.
+func (p *PrefixScorer) AppendStats(dst []scheduler.Stat) []scheduler.Stat {
+	s := p.IndexStats()
+	return append(dst,
+		scheduler.Stat{Name: "inference_extension_prefix_indexer_size", Help: "Blocks stored in the prefix index.", Value: float64(s.StoredBlocks)},
+		scheduler.Stat{Name: "inference_extension_prefix_indexer_hit_ratio", Help: "Share of picked requests' prompt blocks the chosen endpoint already had.", Value: s.HitRatio()},
+		scheduler.Stat{Name: "fastepp_prefix_indexer_bytes", Help: "Memory held by the prefix index.", Value: float64(s.Bytes)},
+	)
 }

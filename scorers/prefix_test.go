@@ -274,15 +274,30 @@ func TestPrefixAutoTuneAndRemoval(t *testing.T) {
 	if tb := r.p.tables[r.states[1].H.ID()]; tb == nil || tb.capacity != defaultLRUCapacity {
 		t.Fatalf("default capacity not applied to a server without cache info")
 	}
-	// Endpoint e1 leaves the pool: its table is forgotten.
+	// Endpoint e1 leaves the pool: its table is forgotten when the snapshot
+	// is published, before any pick.
 	r.s.Publish(scheduler.NewSnapshot(r.states[:1], time.Now(), 0))
-	r.pick(t, req("m", text(64*2, 2)))
 	if _, ok := r.p.tables[r.states[1].H.ID()]; ok {
 		t.Error("table of a removed endpoint kept")
 	}
-	st := r.p.Stats()
+	r.pick(t, req("m", text(64*2, 2)))
+	st := r.p.IndexStats()
 	if st.Endpoints != 1 || st.StoredBlocks == 0 || st.Bytes == 0 {
 		t.Errorf("stats %+v", st)
+	}
+	// The same figures as statistics, under stable names.
+	stats := r.p.AppendStats(nil)
+	want := []string{"inference_extension_prefix_indexer_size", "inference_extension_prefix_indexer_hit_ratio", "fastepp_prefix_indexer_bytes"}
+	if len(stats) != len(want) {
+		t.Fatalf("AppendStats: %d stats, want %d", len(stats), len(want))
+	}
+	for i, w := range want {
+		if stats[i].Name != w || stats[i].Help == "" {
+			t.Errorf("stat %d = %+v, want name %s with help", i, stats[i], w)
+		}
+	}
+	if stats[0].Value != float64(st.StoredBlocks) || stats[2].Value != float64(st.Bytes) {
+		t.Errorf("stats %+v disagree with %+v", stats, st)
 	}
 }
 

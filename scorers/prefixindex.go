@@ -20,10 +20,10 @@ type prefixTable struct {
 	mu       sync.Mutex
 	cur      atomic.Pointer[hashSet]
 	prev     atomic.Pointer[hashSet]
-	spare    *hashSet // the retired generation, reused on the next rotation
 	capacity int
+	stamp    uint64       // PrefixScorer.stamp when last in a snapshot (PrefixScorer.mu)
 	stored   atomic.Int64 // blocks in cur + prev
-	bytes    atomic.Int64 // slot memory held (cur + prev + spare)
+	bytes    atomic.Int64 // slot memory held (cur + prev)
 }
 
 // hashSet is an insert-only open-addressing set of non-zero uint64 hashes

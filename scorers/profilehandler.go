@@ -6,15 +6,19 @@ import (
 	"github.com/fastepp/fastepp/scheduler"
 )
 
+// Interface guard: what the registry checks at start-up, checked at compile time.
+var _ scheduler.ProfileHandler = (*singleProfile)(nil)
+
 // SingleProfileHandlerType runs the one scheduling profile a config has.
 const SingleProfileHandlerType = "single-profile-handler"
 
 type singleProfile struct{ base }
 
 func registerProfileHandlers(r *scheduler.Registry) {
-	r.Register(SingleProfileHandlerType, scheduler.Factory{
-		Kind: scheduler.KindProfileHandler,
-		Doc:  "runs the single scheduling profile",
+	r.MustRegister(SingleProfileHandlerType, scheduler.Factory{
+		Kind:  scheduler.KindProfileHandler,
+		Proto: (*singleProfile)(nil),
+		Doc:   "runs the single scheduling profile",
 		New: func(name string, _ scheduler.Params) (scheduler.Plugin, error) {
 			return &singleProfile{newBase(SingleProfileHandlerType, name)}, nil
 		},

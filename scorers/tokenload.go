@@ -6,6 +6,9 @@ import (
 	"github.com/fastepp/fastepp/scheduler"
 )
 
+// Interface guard: what the registry checks at start-up, checked at compile time.
+var _ scheduler.Scorer = (*tokenLoadScorer)(nil)
+
 // TokenLoadScorerType scores 1 − min(inflightTokens, threshold)/threshold,
 // where inflightTokens are the estimated prompt tokens this picker has in
 // flight on the endpoint. Parameter queueThresholdTokens (default 4194304).
@@ -19,8 +22,9 @@ type tokenLoadScorer struct {
 }
 
 func registerTokenLoad(r *scheduler.Registry) {
-	r.Register(TokenLoadScorerType, scheduler.Factory{
+	r.MustRegister(TokenLoadScorerType, scheduler.Factory{
 		Kind:   scheduler.KindScorer,
+		Proto:  (*tokenLoadScorer)(nil),
 		Params: []string{"queueThresholdTokens"},
 		Doc:    "prefers endpoints with fewer in-flight prompt tokens",
 		New: func(name string, p scheduler.Params) (scheduler.Plugin, error) {

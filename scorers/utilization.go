@@ -7,6 +7,12 @@ import (
 	"github.com/fastepp/fastepp/scheduler"
 )
 
+// Interface guards: what the registry checks at start-up, checked at compile time.
+var (
+	_ scheduler.SaturationDetector = (*utilization)(nil)
+	_ scheduler.Filter             = (*utilization)(nil)
+)
+
 // UtilizationDetectorType is the saturation detector: the pool's saturation is
 // the mean over endpoints of max(waiting/queueDepthThreshold,
 // kvUsage/kvCacheUtilThreshold), an endpoint whose metrics are older than
@@ -22,8 +28,9 @@ type utilization struct {
 }
 
 func registerUtilization(r *scheduler.Registry) {
-	r.Register(UtilizationDetectorType, scheduler.Factory{
+	r.MustRegister(UtilizationDetectorType, scheduler.Factory{
 		Kind:   scheduler.KindSaturation,
+		Proto:  (*utilization)(nil),
 		Params: []string{"queueDepthThreshold", "kvCacheUtilThreshold", "metricsStalenessThreshold"},
 		Doc:    "pool saturation from queue depth and KV usage; as a filter drops saturated endpoints",
 		New: func(name string, p scheduler.Params) (scheduler.Plugin, error) {

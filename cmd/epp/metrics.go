@@ -7,7 +7,6 @@ import (
 
 	"github.com/fastepp/fastepp/endpoints"
 	"github.com/fastepp/fastepp/scheduler"
-	"github.com/fastepp/fastepp/scorers"
 )
 
 // poolMetrics are the pool-level gauges (GIE names) and our scrape metrics.
@@ -50,15 +49,44 @@ func (m *poolMetrics) register(reg prometheus.Registerer, pool *endpoints.Pool, 
 	gauge("fastepp_pool_endpoints", "Endpoints known to the pool (scored or not).", func() float64 { return float64(pool.Stats().Endpoints) })
 	reg.MustRegister(&inflightCollector{pool: pool, desc: prometheus.NewDesc("fastepp_endpoint_inflight_requests",
 		"Requests this picker dispatched to the endpoint and not yet finished.", []string{"endpoint"}, nil)})
+	var reporters []scheduler.StatsReporter
 	for _, p := range plan.Plugins {
-		ps, ok := p.(*scorers.PrefixScorer)
-		if !ok {
-			continue
+		if r, ok := p.(scheduler.StatsReporter); ok {
+			reporters = append(reporters, r)
 		}
-		gauge("inference_extension_prefix_indexer_size", "Blocks stored in the prefix index.", func() float64 { return float64(ps.Stats().StoredBlocks) })
-		gauge("inference_extension_prefix_indexer_hit_ratio", "Share of picked requests' prompt blocks the chosen endpoint already had.", func() float64 { return ps.Stats().HitRatio() })
-		gauge("fastepp_prefix_indexer_bytes", "Memory held by the prefix index.", func() float64 { return float64(ps.Stats().Bytes) })
-		break
+	}
+	if len(reporters) > 0 {
+		reg.MustRegister(&pluginStatsCollector{reporters: reporters})
+	}
+}
+
+// pluginStatsCollector exports the statistics of every plugin that reports
+// some (scheduler.StatsReporter), each labelled with the plugin's name. It
+// knows no plugin type: a new plugin's statistics appear without a change here.
+type pluginStatsCollector struct {
+	reporters []scheduler.StatsReporter
+}
+
+// Describe sends nothing: the metric names come from the plugins at collect
+// time (an unchecked collector).
+func (c *pluginStatsCollector) Describe(chan<- *prometheus.Desc) {}
+
+func (c *pluginStatsCollector) Collect(ch chan<- prometheus.Metric) {
+	var stats []scheduler.Stat
+	for _, r := range c.reporters {
+		stats = r.AppendStats(stats[:0])
+		for _, s := range stats {
+			vt := prometheus.GaugeValue
+			if s.Counter {
+				vt = prometheus.CounterValue
+			}
+			desc := prometheus.NewDesc(s.Name, s.Help, []string{"plugin"}, nil)
+			m, err := prometheus.NewConstMetric(desc, vt, s.Value, r.Name())
+			if err != nil { // a bad name from a plugin fails the scrape, not the process
+				m = prometheus.NewInvalidMetric(desc, err)
+			}
+			ch <- m
+		}
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -25,7 +24,6 @@ import (
 	"github.com/fastepp/fastepp/endpoints"
 	"github.com/fastepp/fastepp/extproc"
 	"github.com/fastepp/fastepp/scheduler"
-	"github.com/fastepp/fastepp/scorers"
 )
 
 // addrs are the bound listener addresses (ports may be 0 in tests).
@@ -46,7 +44,7 @@ func loadConfig(o *options) (*config.Loaded, error) {
 	case o.configText != "":
 		data = []byte(o.configText)
 	}
-	l, err := config.Load(data, scorers.NewRegistry())
+	l, err := config.Load(data, config.NewRegistry())
 	if err != nil {
 		if o.configFile != "" {
 			return nil, fmt.Errorf("%s: %w", o.configFile, err)
@@ -56,76 +54,19 @@ func loadConfig(o *options) (*config.Loaded, error) {
 	return l, nil
 }
 
-// source builds the pool source from the flags, applying the config's
-// data-layer settings (metrics scheme/path, engine label and default).
-func source(o *options, l *config.Loaded, log *slog.Logger) (endpoints.Source, error) {
-	var src endpoints.Source
+// source builds the pool source from the flags.
+func source(o *options, log *slog.Logger) (endpoints.Source, error) {
 	if o.endpoints != "" {
-		s, err := endpoints.ParseStatic(o.endpoints)
-		if err != nil {
-			return nil, err
-		}
-		src = s
-	} else {
-		if _, err := endpoints.ReadTargetsFile(o.endpointsFile); err != nil {
-			return nil, fmt.Errorf("--endpoints-file: %w", err)
-		}
-		src = &endpoints.FileSource{Path: o.endpointsFile, Logger: log}
+		return endpoints.ParseStatic(o.endpoints)
 	}
-	ds := dataSettings{scheme: "http", path: "/metrics", engineKey: engineLabel, defaultEngine: "vllm"}
-	for _, p := range l.DataLayer {
-		scheme, path, _, key, def, ok := scorers.DataLayerSettings(p)
-		if !ok {
-			continue
-		}
-		if p.Type() == scorers.MetricsDataSourceType {
-			ds.scheme, ds.path = scheme, path
-		} else {
-			ds.engineKey, ds.defaultEngine = key, def
-		}
+	if _, err := endpoints.ReadTargetsFile(o.endpointsFile); err != nil {
+		return nil, fmt.Errorf("--endpoints-file: %w", err)
 	}
-	return &dataLayerSource{inner: src, ds: ds}, nil
-}
-
-const engineLabel = "inference.networking.k8s.io/engine-type"
-
-type dataSettings struct{ scheme, path, engineKey, defaultEngine string }
-
-// dataLayerSource applies the data-layer config to discovered targets.
-type dataLayerSource struct {
-	inner endpoints.Source
-	ds    dataSettings
-}
-
-func (d *dataLayerSource) Run(ctx context.Context, update func([]endpoints.Target)) error {
-	return d.inner.Run(ctx, func(ts []endpoints.Target) {
-		out := make([]endpoints.Target, len(ts))
-		for i, t := range ts {
-			if t.MetricsURL == "" && (d.ds.scheme != "http" || d.ds.path != "/metrics") {
-				t.MetricsURL = d.ds.scheme + "://" + t.HostPort() + d.ds.path
-			}
-			if _, ok := t.Labels[engineLabel]; !ok {
-				eng := d.ds.defaultEngine
-				if v, ok := t.Labels[d.ds.engineKey]; ok {
-					eng = v
-				}
-				if eng != "vllm" {
-					l := maps.Clone(t.Labels)
-					if l == nil {
-						l = map[string]string{}
-					}
-					l[engineLabel] = eng
-					t.Labels = l
-				}
-			}
-			out[i] = t
-		}
-		update(out)
-	})
+	return &endpoints.FileSource{Path: o.endpointsFile, Logger: log}, nil
 }
 
 func serve(ctx context.Context, o *options, l *config.Loaded, log *slog.Logger, ready chan<- addrs) error {
-	src, err := source(o, l, log)
+	src, err := source(o, log)
 	if err != nil {
 		return err
 	}
@@ -137,6 +78,7 @@ func serve(ctx context.Context, o *options, l *config.Loaded, log *slog.Logger, 
 	pool := endpoints.NewPool(sched, src, endpoints.Options{
 		RefreshInterval:    o.refreshMetricsInterval,
 		StalenessThreshold: o.metricsStalenessThreshold,
+		Scrape:             l.Scrape,
 		Logger:             log,
 		OnScrape:           pm.onScrape,
 	})
