@@ -11,10 +11,13 @@ all: lint build test
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-# Unit, integration and race tests, then a benchmark smoke run so every
-# benchmark compiles and executes in CI (100 iterations each, not a measurement).
+# Unit, integration and race tests; then the zero-allocation tests again
+# without -race (the race detector makes sync.Pool drop items, so some skip
+# under it); then a benchmark smoke run so every benchmark compiles and
+# executes in CI (100 iterations each, not a measurement).
 test:
 	$(GO) test -race -count=1 -timeout 5m $(PKGS)
+	$(GO) test -count=1 -timeout 5m -run 'Allocs' $(PKGS)
 	$(MAKE) bench-smoke
 
 bench-smoke:
