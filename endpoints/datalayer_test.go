@@ -13,35 +13,10 @@ import (
 	"github.com/fastepp/fastepp/scheduler"
 )
 
-// mapParams is a scheduler.Params over a map (unknown names are not checked here).
-type mapParams map[string]any
-
-func (m mapParams) Has(n string) bool { _, ok := m[n]; return ok }
-func (m mapParams) Int(n string, d int) (int, error) {
-	if v, ok := m[n]; ok {
-		return v.(int), nil
-	}
-	return d, nil
-}
-func (m mapParams) Float(n string, d float64) (float64, error) { return d, nil }
-func (m mapParams) Bool(n string, d bool) (bool, error) {
-	if v, ok := m[n]; ok {
-		return v.(bool), nil
-	}
-	return d, nil
-}
-func (m mapParams) String(n string, d string) (string, error) {
-	if v, ok := m[n]; ok {
-		return v.(string), nil
-	}
-	return d, nil
-}
-func (m mapParams) Duration(n string, d time.Duration) (time.Duration, error) { return d, nil }
-
 func TestScrapeConfigFrom(t *testing.T) {
 	reg := scheduler.NewRegistry()
 	RegisterPlugins(reg)
-	build := func(typ string, p mapParams) scheduler.Plugin {
+	build := func(typ string, p scheduler.MapParams) scheduler.Plugin {
 		t.Helper()
 		pl, err := reg.New(typ, "", p)
 		if err != nil {
@@ -56,9 +31,9 @@ func TestScrapeConfigFrom(t *testing.T) {
 	}{
 		{"none: GIE default", nil, DefaultScrapeConfig()},
 		{"defaults of both plugins", []scheduler.Plugin{build(MetricsDataSourceType, nil), build(CoreMetricsExtractorType, nil)}, DefaultScrapeConfig()},
-		{"https, own path, no verification", []scheduler.Plugin{build(MetricsDataSourceType, mapParams{"scheme": "https", "path": "/m", "insecureSkipVerify": true})},
+		{"https, own path, no verification", []scheduler.Plugin{build(MetricsDataSourceType, scheduler.MapParams{"scheme": "https", "path": "/m", "insecureSkipVerify": true})},
 			ScrapeConfig{Scheme: "https", Path: "/m", InsecureSkipVerify: true, EngineLabelKey: EngineLabel, DefaultEngine: "vllm"}},
-		{"own engine label, sglang by default", []scheduler.Plugin{build(CoreMetricsExtractorType, mapParams{"engineLabelKey": "engine", "defaultEngine": "sglang"})},
+		{"own engine label, sglang by default", []scheduler.Plugin{build(CoreMetricsExtractorType, scheduler.MapParams{"engineLabelKey": "engine", "defaultEngine": "sglang"})},
 			ScrapeConfig{Scheme: "http", Path: "/metrics", EngineLabelKey: "engine", DefaultEngine: "sglang"}},
 	}
 	for _, tt := range tests {
@@ -76,14 +51,14 @@ func TestDataLayerPluginErrors(t *testing.T) {
 	RegisterPlugins(reg)
 	tests := []struct {
 		typ    string
-		params mapParams
+		params scheduler.MapParams
 		want   string
 	}{
-		{MetricsDataSourceType, mapParams{"scheme": "ftp"}, `scheme: expected http or https, found "ftp"`},
-		{MetricsDataSourceType, mapParams{"path": "metrics"}, `path: expected an absolute path such as /metrics, found "metrics"`},
-		{CoreMetricsExtractorType, mapParams{"defaultEngine": "tgi"}, `defaultEngine: expected one of vllm, sglang, trtllm, trtllm-serve, found "tgi"`},
-		{CoreMetricsExtractorType, mapParams{"engineLabelKey": ""}, `engineLabelKey: expected a label name, found an empty string`},
-		{CoreMetricsExtractorType, mapParams{"engineConfigs": "x"}, `engineConfigs: not supported`},
+		{MetricsDataSourceType, scheduler.MapParams{"scheme": "ftp"}, `scheme: expected http or https, found "ftp"`},
+		{MetricsDataSourceType, scheduler.MapParams{"path": "metrics"}, `path: expected an absolute path such as /metrics, found "metrics"`},
+		{CoreMetricsExtractorType, scheduler.MapParams{"defaultEngine": "tgi"}, `defaultEngine: expected one of vllm, sglang, trtllm, trtllm-serve, found "tgi"`},
+		{CoreMetricsExtractorType, scheduler.MapParams{"engineLabelKey": ""}, `engineLabelKey: expected a label name, found an empty string`},
+		{CoreMetricsExtractorType, scheduler.MapParams{"engineConfigs": "x"}, `engineConfigs: not supported`},
 	}
 	for _, tt := range tests {
 		_, err := reg.New(tt.typ, "", tt.params)

@@ -70,7 +70,7 @@ func queueKVPlan(tb testing.TB) *scheduler.Plan {
 	reg := scorers.NewRegistry()
 	mk := func(typ string) scheduler.Plugin {
 		f, _ := reg.Lookup(typ)
-		p, err := f.New("", noParams{})
+		p, err := f.New("", scheduler.MapParams(nil))
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -88,16 +88,6 @@ func queueKVPlan(tb testing.TB) *scheduler.Plan {
 	}
 	return plan
 }
-
-// noParams gives every parameter its default.
-type noParams struct{}
-
-func (noParams) Int(_ string, d int) (int, error)                          { return d, nil }
-func (noParams) Float(_ string, d float64) (float64, error)                { return d, nil }
-func (noParams) Bool(_ string, d bool) (bool, error)                       { return d, nil }
-func (noParams) String(_ string, d string) (string, error)                 { return d, nil }
-func (noParams) Duration(_ string, d time.Duration) (time.Duration, error) { return d, nil }
-func (noParams) Has(string) bool                                           { return false }
 
 func defaultPlan(tb testing.TB) *scheduler.Plan {
 	p, err := config.DefaultPlan()

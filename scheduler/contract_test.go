@@ -118,17 +118,17 @@ func TestRegistryNewChecksInstances(t *testing.T) {
 		}})
 	r.MustRegister("good", scheduler.Factory{Kind: scheduler.KindScorer, Proto: (*testScorer)(nil),
 		New: func(name string, _ scheduler.Params) (scheduler.Plugin, error) { return &testScorer{name}, nil }})
-	if _, err := r.New("liar", "", noParams{}); err == nil || !strings.Contains(err.Error(), "its constructor returned scheduler_test.testPicker, which does not implement scheduler.Scorer") {
+	if _, err := r.New("liar", "", scheduler.MapParams(nil)); err == nil || !strings.Contains(err.Error(), "its constructor returned scheduler_test.testPicker, which does not implement scheduler.Scorer") {
 		t.Errorf("liar: err = %v", err)
 	}
-	if _, err := r.New("failing", "", noParams{}); err == nil || err.Error() != "weight: expected 1, found 2" {
+	if _, err := r.New("failing", "", scheduler.MapParams(nil)); err == nil || err.Error() != "weight: expected 1, found 2" {
 		t.Errorf("failing: err = %v, want the constructor's error as is", err)
 	}
 	var ut *scheduler.UnknownTypeError
-	if _, err := r.New("nope", "", noParams{}); !errors.As(err, &ut) || !strings.Contains(err.Error(), "known types: failing, good, liar") {
+	if _, err := r.New("nope", "", scheduler.MapParams(nil)); !errors.As(err, &ut) || !strings.Contains(err.Error(), "known types: failing, good, liar") {
 		t.Errorf("unknown: err = %v", err)
 	}
-	p, err := r.New("good", "", noParams{})
+	p, err := r.New("good", "", scheduler.MapParams(nil))
 	if err != nil || p.Name() != "good" {
 		t.Errorf("good: %v, %v; want a plugin named after its type", p, err)
 	}
@@ -254,5 +254,30 @@ func TestNilPlan(t *testing.T) {
 	var req scheduler.Request
 	if _, err := s.Pick(s.NewCycle(), &req); !errors.Is(err, scheduler.ErrNoPlan) {
 		t.Fatalf("Pick without a plan: %v, want ErrNoPlan", err)
+	}
+}
+
+func TestMapParams(t *testing.T) {
+	p := scheduler.MapParams{"n": 3, "f": 2, "b": true, "s": "x", "d": time.Second, "bad": "7"}
+	if v, err := p.Int("n", 0); v != 3 || err != nil {
+		t.Errorf("Int = %v, %v", v, err)
+	}
+	if v, err := p.Float("f", 0); v != 2 || err != nil {
+		t.Errorf("Float of an int = %v, %v", v, err)
+	}
+	if v, err := p.Bool("b", false); !v || err != nil {
+		t.Errorf("Bool = %v, %v", v, err)
+	}
+	if v, err := p.String("s", ""); v != "x" || err != nil {
+		t.Errorf("String = %v, %v", v, err)
+	}
+	if v, err := p.Duration("d", 0); v != time.Second || err != nil {
+		t.Errorf("Duration = %v, %v", v, err)
+	}
+	if v, err := p.Int("absent", 9); v != 9 || err != nil || p.Has("absent") || !p.Has("n") {
+		t.Errorf("absent: %v, %v", v, err)
+	}
+	if _, err := p.Int("bad", 0); err == nil || err.Error() != `bad: expected an integer, found 7 (string)` {
+		t.Errorf("wrong type: %v", err)
 	}
 }

@@ -43,7 +43,7 @@ func pickMany(t *testing.T, pk scheduler.Picker, sc scheduler.Scorer, states []s
 
 func newPicker(t *testing.T, typ string, n int) scheduler.Picker {
 	f, _ := NewRegistry().Lookup(typ)
-	p, err := f.New("", mapParams{"maxNumOfEndpoints": n})
+	p, err := f.New("", scheduler.MapParams{"maxNumOfEndpoints": n})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestRandomPickers(t *testing.T) {
 
 func TestPickerParams(t *testing.T) {
 	f, _ := NewRegistry().Lookup(MaxScorePickerType)
-	if _, err := f.New("", mapParams{"maxNumOfEndpoints": 0}); err == nil {
+	if _, err := f.New("", scheduler.MapParams{"maxNumOfEndpoints": 0}); err == nil {
 		t.Error("maxNumOfEndpoints 0 accepted")
 	}
 }

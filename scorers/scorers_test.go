@@ -10,22 +10,13 @@ import (
 	"github.com/fastepp/fastepp/scheduler"
 )
 
-type defaults struct{}
-
-func (defaults) Int(_ string, d int) (int, error)                          { return d, nil }
-func (defaults) Float(_ string, d float64) (float64, error)                { return d, nil }
-func (defaults) Bool(_ string, d bool) (bool, error)                       { return d, nil }
-func (defaults) String(_ string, d string) (string, error)                 { return d, nil }
-func (defaults) Duration(_ string, d time.Duration) (time.Duration, error) { return d, nil }
-func (defaults) Has(string) bool                                           { return false }
-
 func mustPlugin(t testing.TB, typ string) scheduler.Plugin {
 	t.Helper()
 	f, ok := NewRegistry().Lookup(typ)
 	if !ok {
 		t.Fatalf("type %s not registered", typ)
 	}
-	p, err := f.New("", defaults{})
+	p, err := f.New("", scheduler.MapParams(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +125,7 @@ func TestQueueCountsInflight(t *testing.T) {
 func TestTokenLoad(t *testing.T) {
 	now := time.Now()
 	f, _ := NewRegistry().Lookup(TokenLoadScorerType)
-	sc, err := f.New("", mapParams{"queueThresholdTokens": 1000})
+	sc, err := f.New("", scheduler.MapParams{"queueThresholdTokens": 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,38 +159,3 @@ func TestLoRAAffinity(t *testing.T) {
 		}
 	}
 }
-
-// mapParams serves literal parameter values.
-type mapParams map[string]any
-
-func (m mapParams) Int(n string, d int) (int, error) {
-	if v, ok := m[n]; ok {
-		return v.(int), nil
-	}
-	return d, nil
-}
-func (m mapParams) Float(n string, d float64) (float64, error) {
-	if v, ok := m[n]; ok {
-		return v.(float64), nil
-	}
-	return d, nil
-}
-func (m mapParams) Bool(n string, d bool) (bool, error) {
-	if v, ok := m[n]; ok {
-		return v.(bool), nil
-	}
-	return d, nil
-}
-func (m mapParams) String(n string, d string) (string, error) {
-	if v, ok := m[n]; ok {
-		return v.(string), nil
-	}
-	return d, nil
-}
-func (m mapParams) Duration(n string, d time.Duration) (time.Duration, error) {
-	if v, ok := m[n]; ok {
-		return v.(time.Duration), nil
-	}
-	return d, nil
-}
-func (m mapParams) Has(n string) bool { _, ok := m[n]; return ok }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -36,25 +35,11 @@ dataLayer:
   - pluginRef: metrics-data-source
     extractors: [{pluginRef: core-metrics-extractor}]
 `
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan addrs, 1)
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{
-			"--endpoints", strings.TrimPrefix(srv.URL, "https://"), "--bind-address", "127.0.0.1",
-			"--grpc-port", "0", "--grpc-health-port", "0", "--metrics-port", "0", "--secure-serving=false",
-			"--refresh-metrics-interval", "20ms", "--config-text", cfg,
-		}, io.Discard, io.Discard, ready)
-	}()
-	var a addrs
-	select {
-	case a = <-ready:
-	case code := <-done:
-		t.Fatalf("epp exited %d", code)
-	case <-time.After(10 * time.Second):
-		t.Fatal("epp did not start")
-	}
+	a, cancel, done, _ := launch(t, []string{
+		"--endpoints", strings.TrimPrefix(srv.URL, "https://"), "--bind-address", "127.0.0.1",
+		"--grpc-port", "0", "--grpc-health-port", "0", "--metrics-port", "0", "--secure-serving=false",
+		"--refresh-metrics-interval", "20ms", "--config-text", cfg,
+	})
 	want := []string{
 		"inference_pool_ready_pods 1",
 		"inference_pool_average_queue_size 1",
@@ -87,8 +72,9 @@ dataLayer:
 		time.Sleep(20 * time.Millisecond)
 	}
 	cancel()
-	if code := <-done; code != 0 {
-		t.Fatalf("exit %d", code)
+	<-done.c
+	if done.code != 0 {
+		t.Fatalf("exit %d", done.code)
 	}
 }
 

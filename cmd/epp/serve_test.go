@@ -37,14 +37,23 @@ func startEPP(t *testing.T, n int, extra ...string) (addrs, context.CancelFunc, 
 		t.Cleanup(srv.Close)
 		eps = append(eps, strings.TrimPrefix(srv.URL, "http://"))
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan addrs, 1)
-	done := &exit{c: make(chan struct{})}
 	args := append([]string{
 		"--endpoints", strings.Join(eps, ","), "--bind-address", "127.0.0.1",
 		"--grpc-port", "0", "--grpc-health-port", "0", "--metrics-port", "0",
 		"--refresh-metrics-interval", "20ms",
 	}, extra...)
+	a, cancel, done, logs := launch(t, args)
+	return a, cancel, done, eps, logs
+}
+
+// launch runs epp with args until it listens (the test fails if it exits or
+// takes 10 s) and returns its addresses, the context cancel (SIGTERM), the
+// exit code and its logs; the test's cleanup stops it.
+func launch(t *testing.T, args []string) (addrs, context.CancelFunc, *exit, *syncWriter) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan addrs, 1)
+	done := &exit{c: make(chan struct{})}
 	logs := &syncWriter{w: &bytes.Buffer{}}
 	go func() { done.code = run(ctx, args, io.Discard, logs, ready); close(done.c) }()
 	select {
@@ -56,13 +65,15 @@ func startEPP(t *testing.T, n int, extra ...string) (addrs, context.CancelFunc, 
 			case <-time.After(10 * time.Second):
 			}
 		})
-		return a, cancel, done, eps, logs
+		return a, cancel, done, logs
 	case <-done.c:
+		cancel()
 		t.Fatalf("epp exited %d", done.code)
 	case <-time.After(10 * time.Second):
+		cancel()
 		t.Fatal("epp did not start")
 	}
-	return addrs{}, nil, nil, nil, nil
+	return addrs{}, nil, nil, nil
 }
 
 // exit is run's exit code, readable once c is closed.
