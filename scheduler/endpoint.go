@@ -32,6 +32,10 @@ type Metrics struct {
 	Running int // requests in execution batches
 	// KVUsage is KV-cache usage in 0..1.
 	KVUsage float64
+	// Models are the model names the server reports serving (the model_name
+	// labels of its metrics page; LoRA adapters are in ActiveAdapters). The
+	// slice is shared between snapshots while unchanged: never mutate it.
+	Models []string
 	// LoRA state from vllm:lora_requests_info.
 	ActiveAdapters  []string
 	WaitingAdapters []string
