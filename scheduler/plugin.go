@@ -133,7 +133,7 @@ type SaturationDetector interface {
 }
 
 // PickObserver is told which endpoint won. Picked runs synchronously inside
-// Pick, after the primary was charged, on the picking goroutine and
+// Pick, just before the primary is charged, on the picking goroutine and
 // concurrently with other picks (the prefix index records the prompt there,
 // so the next request sees it). chosen is a snapshot index. It must not block
 // (short per-endpoint locks at most) and must not allocate in steady state.

@@ -287,10 +287,12 @@ func (s *Scheduler) Pick(c *Cycle, req *Request) (*Result, error) {
 	}
 	c.res.Profile = prof.Name
 	c.res.Tokens = req.EstimatedTokens()
-	c.res.Endpoints[0].Acquire(c.res.Tokens)
 	for _, o := range prof.observers {
 		o.Picked(c, picked[0])
 	}
+	// Charge last: a plugin that panics anywhere above (the ext_proc server
+	// recovers and answers 500) leaves no in-flight count behind.
+	c.res.Endpoints[0].Acquire(c.res.Tokens)
 	return &c.res, nil
 }
 
