@@ -2,10 +2,9 @@ package scorers
 
 import (
 	"fmt"
+	"hash/maphash"
 	"sync"
 	"sync/atomic"
-
-	"github.com/cespare/xxhash/v2"
 
 	"github.com/fastepp/fastepp/scheduler"
 )
@@ -24,11 +23,16 @@ var (
 //
 // Blocks are blockSizeTokens×4 bytes of the prompt (bytes straight from the
 // request body; a block may straddle two prompt spans). Each whole block is
-// hashed on its own with xxhash64, then the hashes are chained:
-// h(i) = chain(h(i−1), xxhash64(block i)), starting from xxhash64 of the model
-// name (mixed with cache_salt when given), so h(i) identifies the whole prefix
-// up to block i, like GIE's chained block hash (the values differ from GIE's:
-// the index is private to this process). At most maxPrefixBlocksToMatch blocks
+// hashed on its own with hash/maphash under a key drawn at random for each
+// scorer instance, then the hashes are chained: h(i) = chain(h(i−1),
+// maphash(block i)), starting from maphash of the model name (mixed with
+// cache_salt when given), so h(i) identifies the whole prefix up to block i,
+// like GIE's chained block hash. The values differ from GIE's and between
+// processes (the index is private to this process): the key is what keeps a
+// client from crafting prompts whose hashes pile into one run of index slots
+// (with an unkeyed hash, 25,000 crafted prompts made picks 80× slower), and
+// maphash is also 2.4× faster than xxhash64 on 64-byte blocks (4 vs 9.5 ns,
+// measured on this project's 2-vCPU VM). At most maxPrefixBlocksToMatch blocks
 // are considered. Each endpoint remembers the blocks of the prompts sent to
 // it, bounded by lruCapacityPerServer blocks, or with autoTune by the server's
 // num_gpu_blocks × block_size / blockSizeTokens when it reports them. The
@@ -74,7 +78,8 @@ func DefaultPrefixConfig() PrefixConfig {
 type PrefixScorer struct {
 	base
 	cfg       PrefixConfig
-	blockSize int // bytes
+	blockSize int          // bytes
+	key       maphash.Seed // per instance, secret: keys every block hash
 	slot      int
 
 	// mu guards tables and stamp; only PrepareSnapshot (the publisher) and
@@ -164,6 +169,7 @@ func NewPrefixScorer(name string, cfg PrefixConfig) (*PrefixScorer, error) {
 		base:      newBase(PrefixScorerType, name),
 		cfg:       cfg,
 		blockSize: cfg.BlockSizeTokens * bytesPerToken,
+		key:       maphash.MakeSeed(),
 		tables:    map[uint32]*prefixTable{},
 	}, nil
 }
@@ -273,14 +279,14 @@ func (p *PrefixScorer) Picked(c *scheduler.Cycle, chosen int32) {
 
 // hashPrompt fills st.hashes with the prefix hash at the end of each whole
 // block of the prompt (spans concatenated), up to maxPrefixBlocksToMatch:
-// h(i) = mix(h(i−1), xxhash64(block i)), h(−1) = seed from the model name (and
-// cache_salt). Whole blocks inside one span are hashed straight from the body;
+// h(i) = chain(h(i−1), maphash(key, block i)), h(−1) = maphash of the model
+// name (and cache_salt). Whole blocks inside one span are hashed straight from the body;
 // a block that straddles two spans is assembled in a small buffer.
 func (p *PrefixScorer) hashPrompt(st *prefixState, r *scheduler.Request) []uint64 {
 	hs := st.hashes[:0]
-	h := xxhash.Sum64String(r.Model)
+	h := maphash.String(p.key, r.Model)
 	if len(r.CacheSalt) > 0 {
-		h = chain(h, xxhash.Sum64(r.CacheSalt))
+		h = chain(h, maphash.Bytes(p.key, r.CacheSalt))
 	}
 	bs := p.blockSize
 	limit := p.cfg.MaxPrefixBlocksToMatch
@@ -303,11 +309,11 @@ func (p *PrefixScorer) hashPrompt(st *prefixState, r *scheduler.Request) []uint6
 			if len(hs) >= limit {
 				break
 			}
-			hs = append(hs, xxhash.Sum64(carry))
+			hs = append(hs, maphash.Bytes(p.key, carry))
 			carry = carry[:0]
 		}
 		for len(b) >= bs && len(hs) < limit {
-			hs = append(hs, xxhash.Sum64(b[:bs]))
+			hs = append(hs, maphash.Bytes(p.key, b[:bs]))
 			b = b[bs:]
 		}
 		if len(hs) >= limit {
