@@ -3,6 +3,7 @@ package scorers
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -379,4 +380,45 @@ func BenchmarkPrefixIndexConcurrent(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// TestPrefixTableMemory: bytes per stored block over a full rotation cycle
+// (the README's figure), and memory that follows a capacity that shrinks.
+func TestPrefixTableMemory(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, capacity := range []int{1000, 31250} {
+		tb := newPrefixTable(capacity)
+		for i := 0; i < 4*capacity; i++ { // warm: two rotations
+			tb.Insert([]uint64{r.Uint64() | 1})
+		}
+		lo, hi := math.Inf(1), 0.0
+		for i := 0; i < 2*capacity; i++ { // two more: every phase of a cycle
+			tb.Insert([]uint64{r.Uint64() | 1})
+			per := float64(tb.bytes.Load()) / float64(tb.stored.Load())
+			lo, hi = min(lo, per), max(hi, per)
+		}
+		t.Logf("capacity %d: %.1f to %.1f bytes per stored block over a rotation cycle", capacity, lo, hi)
+		if lo < 8 || hi > 48 {
+			t.Errorf("capacity %d: %.1f..%.1f bytes per stored block, want within 8..48", capacity, lo, hi)
+		}
+	}
+
+	// Shrink: a table that held 100,000 blocks, capped at 2,000, gives its
+	// memory back within two rotations.
+	tb := newPrefixTable(100000)
+	for i := 0; i < 100000; i++ {
+		tb.Insert([]uint64{r.Uint64() | 1})
+	}
+	big := tb.bytes.Load()
+	tb.setCapacity(2000)
+	for i := 0; i < 3*2000; i++ {
+		tb.Insert([]uint64{r.Uint64() | 1})
+	}
+	limit := int64(2 * tb.maxSlots() * 8) // two generations at the largest size for 2,000
+	if got := tb.bytes.Load(); got > limit {
+		t.Errorf("after shrinking to 2,000 blocks: %d bytes held (was %d), want <= %d", got, big, limit)
+	}
+	if got := tb.stored.Load(); got < 2000 || got > 4000 {
+		t.Errorf("after shrinking: %d blocks stored, want 2,000..4,000", got)
+	}
 }

@@ -151,7 +151,9 @@ func (t *prefixTable) grow(cur *hashSet) *hashSet {
 }
 
 // rotate retires prev, makes cur the new prev and starts an empty cur,
-// reusing the retired table's memory when it is large enough.
+// reusing the retired table's memory when its size suits the capacity. A
+// table sized for a larger, older capacity is dropped, so memory follows the
+// capacity down within two rotations.
 func (t *prefixTable) rotate() *hashSet {
 	old := t.prev.Load()
 	cur := t.cur.Load()
@@ -164,16 +166,17 @@ func (t *prefixTable) rotate() *hashSet {
 		}
 	}
 	t.prev.Store(cur)
+	limit := t.maxSlots()
 	var nc *hashSet
 	switch {
-	case old != nil && len(old.slots) >= t.maxSlots()/2:
+	case old != nil && len(old.slots) >= limit/2 && len(old.slots) <= limit:
 		old.reset()
 		nc = old
 	default:
 		if old != nil {
 			t.bytes.Add(-int64(len(old.slots)) * 8)
 		}
-		nc = newHashSet(max(minSetSlots, len(cur.slots)/2))
+		nc = newHashSet(min(max(minSetSlots, len(cur.slots)/2), limit))
 		t.bytes.Add(int64(len(nc.slots)) * 8)
 	}
 	t.cur.Store(nc)
