@@ -38,6 +38,18 @@ var APIVersions = []string{"inference.networking.x-k8s.io/v1alpha1", "llm-d.ai/v
 // fastepp does not queue requests in the picker (see Loaded.Notes).
 var FeatureGates = []string{"flowControl", "prepareDataPlugins"}
 
+// Bounds on a configuration: far above any real one, low enough that a
+// hostile or broken file costs milliseconds and megabytes, not minutes.
+const (
+	// MaxConfigBytes bounds the YAML text.
+	MaxConfigBytes = 1 << 20
+	// MaxPlugins bounds the plugins list; MaxProfiles the scheduling
+	// profiles; MaxProfilePlugins the references in one profile.
+	MaxPlugins, MaxProfiles, MaxProfilePlugins = 1000, 100, 1000
+	// MaxWeight bounds a scorer weight: totals stay finite and exact.
+	MaxWeight = 1e6
+)
+
 // Loaded is a decoded, validated configuration.
 type Loaded struct {
 	Plan *scheduler.Plan
@@ -102,6 +114,9 @@ func DefaultPlan() (*scheduler.Plan, error) {
 func Load(data []byte, reg *scheduler.Registry) (*Loaded, error) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		data = DefaultYAML
+	}
+	if len(data) > MaxConfigBytes {
+		return nil, &Error{Msg: fmt.Sprintf("expected a configuration of at most %d bytes, found %d bytes", MaxConfigBytes, len(data))}
 	}
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -264,6 +279,9 @@ func (b *builder) decode(root *yaml.Node) error {
 		if err != nil {
 			return err
 		}
+		if len(items) > MaxPlugins {
+			return errAt(n, "plugins: expected at most %d plugins, found %d", MaxPlugins, len(items))
+		}
 		for i, it := range items {
 			if err := b.decodePlugin(i, it); err != nil {
 				return err
@@ -274,6 +292,9 @@ func (b *builder) decode(root *yaml.Node) error {
 		items, err := list(n, "schedulingProfiles")
 		if err != nil {
 			return err
+		}
+		if len(items) > MaxProfiles {
+			return errAt(n, "schedulingProfiles: expected at most %d profiles, found %d", MaxProfiles, len(items))
 		}
 		for i, it := range items {
 			if err := b.decodeProfile(i, it); err != nil {
@@ -418,6 +439,9 @@ func (b *builder) decodeProfile(i int, n *yaml.Node) error {
 		if err != nil {
 			return err
 		}
+		if len(items) > MaxProfilePlugins {
+			return errAt(pl, "%s.plugins: expected at most %d plugin references, found %d", where, MaxProfilePlugins, len(items))
+		}
 		for j, it := range items {
 			w := fmt.Sprintf("profile %q plugins[%d]", name, j)
 			rf, err := fields(it, w, "pluginRef", "weight")
@@ -434,8 +458,8 @@ func (b *builder) decodeProfile(i int, n *yaml.Node) error {
 			pr := profileRef{ref: ref, node: it}
 			if wn := rf["weight"]; wn != nil {
 				v, err := floatOf(wn)
-				if err != nil || v < 0 {
-					return errAt(wn, "%s (pluginRef %q): weight: expected a finite number >= 0, found %s", w, ref, describe(wn))
+				if err != nil || v < 0 || v > MaxWeight {
+					return errAt(wn, "%s (pluginRef %q): weight: expected a number in 0..%d, found %s", w, ref, int(MaxWeight), describe(wn))
 				}
 				pr.weight = &v
 			}

@@ -167,3 +167,25 @@ func mustRead(t *testing.T, path string) []byte {
 	}
 	return b
 }
+
+// TestConfigBounds: a hostile or broken configuration is refused quickly,
+// with the bound and what was found.
+func TestConfigBounds(t *testing.T) {
+	many := func(n int, item string) string { return strings.Repeat(item, n) }
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"too large", "plugins:\n- type: queue-scorer\n#" + strings.Repeat("x", MaxConfigBytes), "expected a configuration of at most 1048576 bytes, found 1048607 bytes"},
+		{"too many plugins", "plugins:\n" + many(MaxPlugins+1, "- type: queue-scorer\n"), "plugins: expected at most 1000 plugins, found 1001"},
+		{"too many profiles", "schedulingProfiles:\n" + many(MaxProfiles+1, "- name: p\n"), "schedulingProfiles: expected at most 100 profiles, found 101"},
+		{"too many references", "plugins:\n- type: queue-scorer\nschedulingProfiles:\n- name: p\n  plugins:\n" + many(MaxProfilePlugins+1, "  - pluginRef: queue-scorer\n"), "expected at most 1000 plugin references, found 1001"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load([]byte(tt.yaml), NewRegistry())
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
