@@ -2,7 +2,12 @@ package endpoints
 
 import (
 	"fmt"
+	"net"
+	"slices"
+	"strconv"
 	"strings"
+
+	yaml "go.yaml.in/yaml/v3"
 
 	"github.com/fastepp/fastepp/scheduler"
 )
@@ -25,12 +30,19 @@ type ScrapeConfig struct {
 	// Scheme ("http" or "https") and Path of the metrics page, used for
 	// targets without their own MetricsURL.
 	Scheme, Path string
+	// Port is the port of the metrics page for targets without their own
+	// MetricsURL; 0 means the endpoint's own port (GIE's
+	// --model-server-metrics-port).
+	Port uint16
 	// InsecureSkipVerify skips verifying the servers' certificates on https
 	// scrapes (model servers usually serve self-signed ones).
 	InsecureSkipVerify bool
 	// EngineLabelKey is the pod label that names an endpoint's engine;
 	// DefaultEngine is used when an endpoint lacks it.
 	EngineLabelKey, DefaultEngine string
+	// Engines add engines to the built-in ones or replace built-ins of the
+	// same name (core-metrics-extractor's engineConfigs); nil: built-ins only.
+	Engines []EngineConfig
 }
 
 // DefaultScrapeConfig is GIE's default: http://ip:port/metrics, engine from
@@ -57,23 +69,42 @@ func (c ScrapeConfig) withDefaults() ScrapeConfig {
 	return c
 }
 
-// URL is the metrics page of t: its own MetricsURL, else scheme://ip:port/path.
+// URL is the metrics page of t: its own MetricsURL, else
+// scheme://ip:port/path, where port is Port when set, else t's own.
 func (c ScrapeConfig) URL(t Target) string {
 	if t.MetricsURL != "" {
 		return t.MetricsURL
 	}
 	c = c.withDefaults()
-	return c.Scheme + "://" + t.HostPort() + c.Path
+	hp := t.HostPort()
+	if c.Port != 0 {
+		hp = net.JoinHostPort(t.Addr.String(), strconv.Itoa(int(c.Port)))
+	}
+	return c.Scheme + "://" + hp + c.Path
 }
 
-// engineFor returns the engine t's labels name (DefaultEngine when absent).
-func (c ScrapeConfig) engineFor(labels map[string]string) (*engine, error) {
+// engineTable returns the engines c can name (built-ins plus Engines).
+func (c ScrapeConfig) engineTable() (*engineTable, error) { return newEngineTable(c.Engines) }
+
+// Validate checks the engines and that DefaultEngine names one of them.
+func (c ScrapeConfig) Validate() error {
+	t, err := c.engineTable()
+	if err != nil {
+		return err
+	}
 	c = c.withDefaults()
-	return engineNamed(labels[c.EngineLabelKey], c.DefaultEngine, "label "+c.EngineLabelKey)
+	_, err = t.named(c.DefaultEngine, "", "defaultEngine")
+	return err
 }
 
-// scrapeConfigurer is what the data-layer plugins implement: each sets its
-// part of a ScrapeConfig.
+// engineFor returns the engine labels name in t (DefaultEngine when absent).
+func (c ScrapeConfig) engineFor(t *engineTable, labels map[string]string) (*engine, error) {
+	c = c.withDefaults()
+	return t.named(labels[c.EngineLabelKey], c.DefaultEngine, "label "+c.EngineLabelKey)
+}
+
+// scrapeConfigurer is what the data-layer plugins implement: each sets the
+// parts of a ScrapeConfig its configuration gave explicitly.
 type scrapeConfigurer interface {
 	scheduler.Plugin
 	configure(c *ScrapeConfig)
@@ -84,7 +115,16 @@ type scrapeConfigurer interface {
 // error naming it (the registry only lets data-layer kinds through, so this
 // means a type was registered under the wrong kind).
 func ScrapeConfigFrom(plugins []scheduler.Plugin) (ScrapeConfig, error) {
-	c := DefaultScrapeConfig()
+	return ScrapeConfigOver(DefaultScrapeConfig(), plugins)
+}
+
+// ScrapeConfigOver is ScrapeConfigFrom starting from base instead of the
+// default: each plugin parameter given in the config replaces base's value,
+// parameters left out keep it. This is GIE's precedence for the deprecated
+// --model-server-metrics-* flags, which set the defaults that
+// metrics-data-source's parameters override.
+func ScrapeConfigOver(base ScrapeConfig, plugins []scheduler.Plugin) (ScrapeConfig, error) {
+	c := base.withDefaults()
 	for _, p := range plugins {
 		sc, ok := p.(scrapeConfigurer)
 		if !ok {
@@ -93,6 +133,9 @@ func ScrapeConfigFrom(plugins []scheduler.Plugin) (ScrapeConfig, error) {
 		}
 		sc.configure(&c)
 	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("data layer: %w", err)
+	}
 	return c, nil
 }
 
@@ -100,11 +143,14 @@ type metricsDataSource struct {
 	name               string
 	scheme, path       string
 	insecureSkipVerify bool
+	given              map[string]bool // parameters set in the config
 }
 
 type coreMetricsExtractor struct {
 	name                string
 	labelKey, defEngine string
+	engines             []EngineConfig
+	given               map[string]bool
 }
 
 // Interface guards: the data-layer kind only promises scheduler.Plugin; this
@@ -117,13 +163,40 @@ var (
 func (d *metricsDataSource) Type() string { return MetricsDataSourceType }
 func (d *metricsDataSource) Name() string { return d.name }
 func (d *metricsDataSource) configure(c *ScrapeConfig) {
-	c.Scheme, c.Path, c.InsecureSkipVerify = d.scheme, d.path, d.insecureSkipVerify
+	if d.given["scheme"] {
+		c.Scheme = d.scheme
+	}
+	if d.given["path"] {
+		c.Path = d.path
+	}
+	if d.given["insecureSkipVerify"] {
+		c.InsecureSkipVerify = d.insecureSkipVerify
+	}
 }
 
 func (d *coreMetricsExtractor) Type() string { return CoreMetricsExtractorType }
 func (d *coreMetricsExtractor) Name() string { return d.name }
 func (d *coreMetricsExtractor) configure(c *ScrapeConfig) {
-	c.EngineLabelKey, c.DefaultEngine = d.labelKey, d.defEngine
+	if d.given["engineLabelKey"] {
+		c.EngineLabelKey = d.labelKey
+	}
+	if d.given["defaultEngine"] {
+		c.DefaultEngine = d.defEngine
+	}
+	if d.given["engineConfigs"] {
+		c.Engines = d.engines
+	}
+}
+
+// givenParams records which of names p has.
+func givenParams(p scheduler.Params, names ...string) map[string]bool {
+	m := map[string]bool{}
+	for _, n := range names {
+		if p.Has(n) {
+			m[n] = true
+		}
+	}
+	return m
 }
 
 // RegisterPlugins adds the data-layer plugin types to r.
@@ -135,7 +208,7 @@ func RegisterPlugins(r *scheduler.Registry) {
 		Params: []string{"scheme", "path", "insecureSkipVerify"},
 		Doc:    "where model-server metrics are scraped (scheme, path, TLS verification)",
 		New: func(name string, p scheduler.Params) (scheduler.Plugin, error) {
-			d := &metricsDataSource{name: name}
+			d := &metricsDataSource{name: name, given: givenParams(p, "scheme", "path", "insecureSkipVerify")}
 			var err error
 			if d.scheme, err = p.String("scheme", def.Scheme); err != nil {
 				return nil, err
@@ -158,15 +231,20 @@ func RegisterPlugins(r *scheduler.Registry) {
 	r.MustRegister(CoreMetricsExtractorType, scheduler.Factory{
 		Kind:   scheduler.KindDataLayer,
 		Proto:  (*coreMetricsExtractor)(nil),
-		Params: []string{"engineLabelKey", "defaultEngine"},
-		Doc:    "reads queue, running, KV usage, LoRA and cache config with the metric names of each engine (" + strings.Join(EngineNames(), ", ") + ")",
+		Params: []string{"engineLabelKey", "defaultEngine", "engineConfigs"},
+		Doc:    "reads queue, running, KV usage, LoRA and cache config with the metric names of each engine (" + strings.Join(EngineNames(), ", ") + "; more, or other names, with engineConfigs)",
 		New: func(name string, p scheduler.Params) (scheduler.Plugin, error) {
-			d := &coreMetricsExtractor{name: name}
-			if p.Has("engineConfigs") {
-				return nil, fmt.Errorf("engineConfigs: not supported; fastepp reads the metric names of the engines %s (docs/COMPAT.md), chosen by the pod label named in engineLabelKey (default %s)",
-					strings.Join(EngineNames(), ", "), EngineLabel)
-			}
+			d := &coreMetricsExtractor{name: name, given: givenParams(p, "engineLabelKey", "defaultEngine", "engineConfigs")}
 			var err error
+			if d.given["engineConfigs"] {
+				if d.engines, err = decodeEngineConfigs(p); err != nil {
+					return nil, err
+				}
+			}
+			table, err := newEngineTable(d.engines)
+			if err != nil {
+				return nil, err
+			}
 			if d.labelKey, err = p.String("engineLabelKey", def.EngineLabelKey); err != nil {
 				return nil, err
 			}
@@ -176,10 +254,91 @@ func RegisterPlugins(r *scheduler.Registry) {
 			if d.defEngine, err = p.String("defaultEngine", def.DefaultEngine); err != nil {
 				return nil, err
 			}
-			if _, err := engineNamed(d.defEngine, "", "defaultEngine"); err != nil {
+			if _, err := table.named(d.defEngine, "", "defaultEngine"); err != nil {
 				return nil, err
 			}
 			return d, nil
 		},
 	})
+}
+
+// paramDecoder is what a scheduler.Params implements when it can hand a
+// structured parameter to a plugin: Decode decodes parameter name into v
+// (here a *yaml.Node, which keeps kinds, tags and lines) and marks it used.
+type paramDecoder interface {
+	Decode(name string, v any) error
+}
+
+// decodeEngineConfigs reads the engineConfigs parameter: from a
+// scheduler.MapParams (a []EngineConfig, or YAML-like []any of maps), or from
+// a Params that implements paramDecoder (the config layer). The value is a
+// list of objects with the keys of EngineConfig (engineConfigFields), string
+// values only; anything else is an error naming the entry, key and line.
+func decodeEngineConfigs(p scheduler.Params) ([]EngineConfig, error) {
+	var n yaml.Node
+	switch pp := p.(type) {
+	case scheduler.MapParams:
+		v := pp["engineConfigs"]
+		if ec, ok := v.([]EngineConfig); ok {
+			return slices.Clone(ec), nil
+		}
+		if err := n.Encode(v); err != nil {
+			return nil, fmt.Errorf("engineConfigs: expected a list of engine configs, found %T: %v", v, err)
+		}
+	case paramDecoder:
+		if err := pp.Decode("engineConfigs", &n); err != nil {
+			return nil, fmt.Errorf("engineConfigs: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("engineConfigs: this build's configuration layer cannot pass a list parameter to a plugin "+
+			"(its scheduler.Params has no Decode method); without engineConfigs fastepp reads the metric names of the engines %s (docs/COMPAT.md), "+
+			"chosen by the pod label named in engineLabelKey (default %s)", strings.Join(EngineNames(), ", "), EngineLabel)
+	}
+	return engineConfigsFromNode(&n)
+}
+
+// engineConfigsFromNode checks and converts the YAML of engineConfigs.
+func engineConfigsFromNode(n *yaml.Node) ([]EngineConfig, error) {
+	if n.Kind == yaml.DocumentNode && len(n.Content) == 1 {
+		n = n.Content[0]
+	}
+	at := func(n *yaml.Node) string {
+		if n.Line > 0 {
+			return fmt.Sprintf(" (line %d)", n.Line)
+		}
+		return ""
+	}
+	if n.Kind == 0 || (n.Kind == yaml.ScalarNode && n.Tag == "!!null") {
+		return nil, nil // engineConfigs: (null) is an empty list, as in GIE
+	}
+	if n.Kind != yaml.SequenceNode {
+		return nil, fmt.Errorf("engineConfigs%s: expected a list of engine configs {name, queuedRequestsSpec, ...}, found %s", at(n), kindName(n))
+	}
+	out := make([]EngineConfig, 0, len(n.Content))
+	for i, item := range n.Content {
+		where := fmt.Sprintf("engineConfigs[%d]%s", i, at(item))
+		if item.Kind != yaml.MappingNode {
+			return nil, fmt.Errorf("%s: expected an object {name, queuedRequestsSpec, ...}, found %s", where, kindName(item))
+		}
+		var c EngineConfig
+		seen := map[string]bool{}
+		for j := 0; j+1 < len(item.Content); j += 2 {
+			k, v := item.Content[j], item.Content[j+1]
+			dst := c.field(k.Value)
+			switch {
+			case k.Kind != yaml.ScalarNode || dst == nil:
+				return nil, fmt.Errorf("%s: unknown field %s%s; allowed: %s", where, found(k), at(k), strings.Join(engineConfigFields, ", "))
+			case seen[k.Value]:
+				return nil, fmt.Errorf("%s: field %q given twice%s", where, k.Value, at(k))
+			case v.Kind != yaml.ScalarNode || (v.Tag != "!!str" && v.Tag != "!!null"):
+				return nil, fmt.Errorf("%s: field %q%s: expected a string, found %s", where, k.Value, at(v), found(v))
+			}
+			seen[k.Value] = true
+			if v.Tag == "!!str" {
+				*dst = v.Value
+			}
+		}
+		out = append(out, c)
+	}
+	return out, nil
 }

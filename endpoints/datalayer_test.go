@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -39,7 +40,7 @@ func TestScrapeConfigFrom(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := ScrapeConfigFrom(tt.plugins)
-			if err != nil || got != tt.want {
+			if err != nil || !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("got %+v, %v; want %+v", got, err, tt.want)
 			}
 		})
@@ -56,9 +57,9 @@ func TestDataLayerPluginErrors(t *testing.T) {
 	}{
 		{MetricsDataSourceType, scheduler.MapParams{"scheme": "ftp"}, `scheme: expected http or https, found "ftp"`},
 		{MetricsDataSourceType, scheduler.MapParams{"path": "metrics"}, `path: expected an absolute path such as /metrics, found "metrics"`},
-		{CoreMetricsExtractorType, scheduler.MapParams{"defaultEngine": "tgi"}, `defaultEngine: expected one of vllm, sglang, trtllm, trtllm-serve, found "tgi"`},
+		{CoreMetricsExtractorType, scheduler.MapParams{"defaultEngine": "tgi"}, `defaultEngine: expected one of vllm, sglang, trtllm, triton-tensorrt-llm, trtllm-serve, found "tgi"`},
 		{CoreMetricsExtractorType, scheduler.MapParams{"engineLabelKey": ""}, `engineLabelKey: expected a label name, found an empty string`},
-		{CoreMetricsExtractorType, scheduler.MapParams{"engineConfigs": "x"}, `engineConfigs: not supported`},
+		{CoreMetricsExtractorType, scheduler.MapParams{"engineConfigs": "x"}, `engineConfigs: expected a list of engine configs {name, queuedRequestsSpec, ...}, found the value "x"`},
 	}
 	for _, tt := range tests {
 		_, err := reg.New(tt.typ, "", tt.params)

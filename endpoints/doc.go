@@ -12,10 +12,16 @@
 // next) into the snapshot on the publisher goroutine. Scheduling plugins
 // never scrape: they read what the snapshot carries.
 //
-// Engines (vllm, sglang, trtllm) are chosen by a pod label, by default
-// inference.networking.k8s.io/engine-type (default engine vllm). Several series of
-// one metric (several model_name or data-parallel engine labels) are combined
-// as docs/COMPAT.md says: counts are summed, usage takes the maximum.
+// Engines (vllm, sglang, trtllm, triton-tensorrt-llm; more or other metric
+// names with core-metrics-extractor's engineConfigs, EngineConfig) are chosen
+// by a pod label, by default inference.networking.k8s.io/engine-type (default
+// engine vllm). Several series of one metric (several model_name or
+// data-parallel engine labels) are combined as docs/COMPAT.md says: counts
+// are summed, usage takes the maximum; the model_name values become
+// Metrics.Models.
+//
+// The endpoints file (FileSource) is bounded (MaxTargetsFileBytes) and parsed
+// only when its bytes change; an unchanged file costs one stat per poll.
 //
 // Metrics pages are parsed by a targeted scanner that only decodes the few
 // families an engine needs (expfmt costs ~400 µs per vLLM page, over the scrape

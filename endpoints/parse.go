@@ -8,13 +8,6 @@ import (
 	"unsafe"
 )
 
-// Plain-value kinds of a family declared by a # TYPE line.
-const (
-	typeUnset int8 = iota // no TYPE line: untyped, a plain value
-	typePlain             // counter, gauge, untyped
-	typeOther             // summary, histogram: samples carry no plain value
-)
-
 // pageParser scans a Prometheus text-format (0.0.4) page and feeds the
 // samples of an engine's families to an accumulator. It tokenizes metric
 // names, label names and label values exactly as expfmt's TextParser does
@@ -23,7 +16,9 @@ const (
 // skipped after their name. It is lenient where expfmt is strict about lines
 // it does not need. Reuse one per endpoint: it keeps its scratch space.
 type pageParser struct {
-	types  [famCount]int8
+	// other holds the families whose # TYPE line says summary or histogram:
+	// their samples carry no plain value and are skipped.
+	other  famSet
 	labels []label
 	name   []byte // scratch for quoted/escaped names
 }
@@ -32,7 +27,7 @@ type pageParser struct {
 // It returns an error only for malformed lines of the wanted families.
 func (p *pageParser) parse(data []byte, e *engine, acc *accumulator) error {
 	acc.reset(e)
-	p.types = [famCount]int8{}
+	p.other = 0
 	i := 0
 	for i < len(data) {
 		j := skipBlank(data, i)
@@ -75,8 +70,8 @@ func (p *pageParser) comment(data []byte, k int, e *engine) int {
 	if !ok || k >= len(data) || !isBlank(data[k]) {
 		return nextLine(data, k)
 	}
-	f := e.lookup(name)
-	if f == famNone {
+	fs := e.lookup(name)
+	if fs == 0 {
 		return nextLine(data, k)
 	}
 	k = skipBlank(data, k)
@@ -85,11 +80,11 @@ func (p *pageParser) comment(data []byte, k int, e *engine) int {
 		end++
 	}
 	if k < end {
-		p.types[f] = typePlain
+		p.other &^= fs
 		typ := strings.TrimRight(bstr(data[k:end]), " \t")
 		for _, other := range [...]string{"summary", "histogram", "gauge_histogram", "gaugehistogram"} {
 			if strings.EqualFold(typ, other) {
-				p.types[f] = typeOther
+				p.other |= fs
 			}
 		}
 	}
@@ -106,15 +101,15 @@ func (p *pageParser) sample(data []byte, k int, inBraces bool, e *engine, acc *a
 		if name, k, ok = p.readName(data, k, true); !ok || len(name) == 0 {
 			return nextLine(data, k), nil
 		}
-		f := e.lookup(name)
-		if f == famNone || p.types[f] == typeOther {
+		fs := e.lookup(name) &^ p.other
+		if fs == 0 {
 			return nextLine(data, k), nil
 		}
 		k = skipBlank(data, k)
 		if k < len(data) && data[k] == '{' {
 			var err error
 			if name, k, err = p.readLabels(data, k+1, name, false); err != nil {
-				return nextLine(data, k), fmt.Errorf("%s: %w", e.names[f], err)
+				return nextLine(data, k), fmt.Errorf("%s: %w", e.specs[e.first(fs)].name, err)
 			}
 		}
 	} else {
@@ -123,8 +118,8 @@ func (p *pageParser) sample(data []byte, k int, inBraces bool, e *engine, acc *a
 			return nextLine(data, k), nil // name unknown: not ours to judge
 		}
 	}
-	f := e.lookup(name)
-	if f == famNone || p.types[f] == typeOther {
+	fs := e.lookup(name) &^ p.other
+	if fs == 0 {
 		return nextLine(data, k), nil
 	}
 	start := k
@@ -133,9 +128,13 @@ func (p *pageParser) sample(data []byte, k int, inBraces bool, e *engine, acc *a
 	}
 	v, err := parseFloat(data[start:k])
 	if err != nil {
-		return nextLine(data, k), fmt.Errorf("%s: expected a float sample value, found %q", e.names[f], data[start:k])
+		return nextLine(data, k), fmt.Errorf("%s: expected a float sample value, found %q", e.specs[e.first(fs)].name, data[start:k])
 	}
-	acc.add(f, v, p.labels)
+	for f := famWaiting; f < famCount; f++ {
+		if fs.has(f) && e.specs[f].matches(p.labels) {
+			acc.add(f, v, p.labels)
+		}
+	}
 	return nextLine(data, k), nil
 }
 

@@ -46,8 +46,8 @@ func extractExpfmt(data []byte, e *engine) (m scheduler.Metrics, missing []strin
 	a.reset(e)
 	var ls []label
 	for f := famWaiting; f < famCount; f++ {
-		mf := mfs[e.names[f]]
-		if mf == nil || e.names[f] == "" {
+		mf := mfs[e.specs[f].name]
+		if mf == nil || e.specs[f].name == "" {
 			continue
 		}
 		for _, s := range mf.GetMetric() {
@@ -66,7 +66,9 @@ func extractExpfmt(data []byte, e *engine) (m scheduler.Metrics, missing []strin
 			for _, l := range s.GetLabel() {
 				ls = append(ls, label{name: []byte(l.GetName()), value: []byte(l.GetValue())})
 			}
-			a.add(f, v, ls)
+			if e.specs[f].matches(ls) {
+				a.add(f, v, ls)
+			}
 		}
 	}
 	a.fill(&m)
@@ -89,20 +91,22 @@ func TestExtractEngines(t *testing.T) {
 		missing      []string
 	}{
 		{"vllm-v1-metrics.txt", "vllm", scheduler.Metrics{
-			Waiting: 0, Running: 8, KVUsage: 0.0421,
+			Waiting: 0, Running: 8, KVUsage: 0.0421, Models: []string{"meta-llama/Llama-3.1-8B-Instruct"},
 			ActiveAdapters: []string{"sql-lora", "chat-lora"}, MaxLoRA: 2,
 			BlockSize: 16, NumGPUBlocks: 27648,
 		}, nil},
 		{"vllm-dp.txt", "vllm", scheduler.Metrics{
-			Waiting: 9, Running: 8, KVUsage: 0.625,
+			Waiting: 9, Running: 8, KVUsage: 0.625, Models: []string{"m"},
 			ActiveAdapters: []string{"sql-lora", "chat-lora"}, WaitingAdapters: []string{"tool-lora"}, MaxLoRA: 4,
 			BlockSize: 16, NumGPUBlocks: 27650,
 		}, nil},
-		{"vllm-v0-old.txt", "", scheduler.Metrics{Waiting: 6, Running: 5, KVUsage: 0.91}, nil},
+		{"vllm-v0-old.txt", "", scheduler.Metrics{Waiting: 6, Running: 5, KVUsage: 0.91, Models: []string{"base", "base-lora"}}, nil},
 		{"sglang.txt", "sglang", scheduler.Metrics{
-			Waiting: 7, Running: 23, KVUsage: 0.47, BlockSize: 1, NumGPUBlocks: 65536,
+			Waiting: 7, Running: 23, KVUsage: 0.47, Models: []string{"qwen"}, BlockSize: 1, NumGPUBlocks: 65536,
 		}, nil},
-		{"trtllm.txt", "trtllm-serve", scheduler.Metrics{Waiting: 2, Running: 6, KVUsage: 0.3125}, nil},
+		{"trtllm.txt", "trtllm-serve", scheduler.Metrics{Waiting: 2, Running: 6, KVUsage: 0.3125, Models: []string{"llama"}}, nil},
+		// Triton's TensorRT-LLM backend: one metric per kind, told apart by a label.
+		{"triton-trtllm.txt", "triton-tensorrt-llm", scheduler.Metrics{Waiting: 3, Running: 5, KVUsage: 0.375, BlockSize: 64, NumGPUBlocks: 6240}, nil},
 		// A vLLM page read as sglang has none of sglang's families.
 		{"vllm-v1-metrics.txt", "sglang", scheduler.Metrics{},
 			[]string{"sglang:num_queue_reqs", "sglang:num_running_reqs", "sglang:token_usage"}},
@@ -135,7 +139,8 @@ func TestExtractEngines(t *testing.T) {
 func TestEngineFor(t *testing.T) {
 	for _, tt := range []struct{ label, want, err string }{
 		{"", "vllm", ""}, {"vllm", "vllm", ""}, {"SGLang", "sglang", ""}, {"trtllm", "trtllm", ""},
-		{"trtllm-serve", "trtllm", ""}, {"tgi", "", `expected one of vllm, sglang, trtllm, trtllm-serve, found "tgi"`},
+		{"trtllm-serve", "trtllm", ""}, {"Triton-TensorRT-LLM", "triton-tensorrt-llm", ""},
+		{"tgi", "", `expected one of vllm, sglang, trtllm, triton-tensorrt-llm, trtllm-serve, found "tgi"`},
 	} {
 		e, err := engineFor(map[string]string{EngineLabel: tt.label})
 		switch {
@@ -231,7 +236,7 @@ func FuzzTargetedParser(f *testing.F) {
 	for _, s := range []struct {
 		file string
 		eng  uint8
-	}{{"vllm-v1-metrics.txt", 0}, {"vllm-dp.txt", 0}, {"vllm-v0-old.txt", 0}, {"sglang.txt", 1}, {"trtllm.txt", 2}} {
+	}{{"vllm-v1-metrics.txt", 0}, {"vllm-dp.txt", 0}, {"vllm-v0-old.txt", 0}, {"sglang.txt", 1}, {"trtllm.txt", 2}, {"triton-trtllm.txt", 3}} {
 		f.Add(readTestdata(f, s.file), s.eng)
 	}
 	f.Fuzz(func(t *testing.T, data []byte, eng uint8) {

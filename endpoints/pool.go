@@ -30,7 +30,8 @@ type Options struct {
 	// StalenessThreshold: metrics older than this leave scoring (unless every
 	// endpoint is stale: then all are used).
 	StalenessThreshold time.Duration
-	// ScrapeTimeout bounds one scrape (connect + headers + body).
+	// ScrapeTimeout bounds one scrape (connect + headers + body); epp's
+	// --metrics-scrape-timeout.
 	ScrapeTimeout time.Duration
 	// FailureThreshold is how many consecutive failed scrapes mark an
 	// endpoint unhealthy (out of scoring); one success brings it back.
@@ -147,6 +148,9 @@ type Pool struct {
 	readyOnce  sync.Once
 	closeOnce  sync.Once
 	ownClient  bool
+
+	engines    *engineTable // Scrape's engines, compiled once
+	enginesErr error        // why Scrape.Engines are invalid (every scrape fails with it)
 }
 
 // NewPool starts discovery from src, a scraper per endpoint, and a publisher
@@ -165,6 +169,7 @@ func NewPool(sched *scheduler.Scheduler, src Source, opt Options) *Pool {
 		readyCh:    make(chan struct{}),
 		ownClient:  own,
 	}
+	p.engines, p.enginesErr = opt.Scrape.engineTable()
 	p.stats.Store(&Stats{})
 	p.wg.Add(2)
 	go p.publishLoop()
@@ -301,7 +306,7 @@ func (p *Pool) update(targets []Target) {
 func (p *Pool) startScraper(m *member) {
 	ctx, cancel := context.WithCancel(p.ctx)
 	m.cancel = cancel
-	s := newScraper(ctx, m.h, m.target, p.opt.Scrape, p.opt.Client)
+	s := newScraper(ctx, m.h, m.target, p.opt.Scrape, p.engines, p.enginesErr, p.opt.Client)
 	p.wg.Add(1)
 	go p.runScraper(ctx, m, s)
 }

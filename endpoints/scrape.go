@@ -55,9 +55,16 @@ type scraper struct {
 	missing []string // core families last reported missing (logged on change)
 }
 
-func newScraper(ctx context.Context, h *scheduler.Handle, t Target, sc ScrapeConfig, client *http.Client) *scraper {
+// newScraper prepares the scraper of t; tbl holds the engines sc's labels
+// may name (tblErr, when the configured engines are invalid, fails every
+// scrape with that error).
+func newScraper(ctx context.Context, h *scheduler.Handle, t Target, sc ScrapeConfig, tbl *engineTable, tblErr error, client *http.Client) *scraper {
 	s := &scraper{h: h, url: sc.URL(t), client: client}
-	s.eng, s.engErr = sc.engineFor(t.Labels)
+	if tblErr != nil {
+		s.engErr = tblErr
+	} else {
+		s.eng, s.engErr = sc.engineFor(tbl, t.Labels)
+	}
 	s.req, s.reqErr = http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
 	if s.reqErr == nil {
 		s.req.Header.Set("Accept", "text/plain; version=0.0.4")

@@ -77,7 +77,7 @@ func benchScrape(b *testing.B, addr string) {
 	t := Target{Endpoint: scheduler.Endpoint{Name: addr, Addr: ap.Addr(), Port: ap.Port()}}
 	client := NewHTTPClient(time.Second, false)
 	defer client.CloseIdleConnections()
-	s := newScraper(context.Background(), scheduler.NewHandle(t.Endpoint), t, ScrapeConfig{}, client)
+	s := newScraper(context.Background(), scheduler.NewHandle(t.Endpoint), t, ScrapeConfig{}, builtinTable, nil, client)
 	if _, err := s.scrape(); err != nil { // warm the connection
 		b.Fatal(err)
 	}

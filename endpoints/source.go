@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"hash/maphash"
+	"io"
 	"log/slog"
 	"maps"
 	"net/netip"
@@ -81,28 +83,43 @@ func ParseStatic(list string) (Static, error) {
 	return out, nil
 }
 
+// MaxTargetsFileBytes bounds an endpoints file. A list of a thousand
+// endpoints with labels is well under 1 MiB; a larger file is a mistake
+// (parsing 7 MB of YAML takes a core-second and hundreds of MB).
+const MaxTargetsFileBytes = 4 << 20
+
 // FileSource watches a YAML or JSON file holding a list of
 // {address, port, metricsURL?, labels?, name?} and reports it whenever its
-// content changes (the file is small: it is re-read every Poll and compared).
-// A file that cannot be read or parsed keeps the last good list; the error is
-// logged once and available from Err until a good version appears.
+// content changes. Every Poll it compares the file's size, modification time
+// and identity with the last read, and reads it only when one differs (or the
+// modification was too recent to trust); a read whose bytes hash like the
+// last parsed ones is not parsed again. A file that cannot be read or parsed,
+// or is over MaxTargetsFileBytes, keeps the last good list; each distinct
+// error is logged once and available from Err until a good version appears.
 type FileSource struct {
 	Path string
 	// Poll is how often the file is checked (default 1s).
 	Poll time.Duration
 	// Logger receives one line per change or new error (default slog.Default()).
 	Logger *slog.Logger
+	// Scrape is the pool's scrape configuration: engine labels in the file
+	// are checked against its engines and engine label key (zero value: the
+	// defaults).
+	Scrape ScrapeConfig
 
 	mu  sync.Mutex
 	err error
 }
 
-// Err returns the error of the last read (nil when it was good).
+// Err returns the error of the last check (nil when the file is good).
 func (f *FileSource) Err() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.err
 }
+
+// maxLoggedErrors bounds the set of distinct errors remembered as logged.
+const maxLoggedErrors = 64
 
 // Run implements Source.
 func (f *FileSource) Run(ctx context.Context, update func([]Target)) error {
@@ -115,32 +132,29 @@ func (f *FileSource) Run(ctx context.Context, update func([]Target)) error {
 		log = slog.Default()
 	}
 	var (
-		lastGood []byte
+		w        fileWatch
 		haveGood bool
-		lastErr  string
+		logged   = map[string]bool{} // distinct errors logged since the last good version
 	)
+	parse := func(data []byte) ([]Target, error) { return f.Scrape.ParseTargets(data, f.Path) }
 	ticker := time.NewTicker(poll)
 	defer ticker.Stop()
 	for {
-		data, err := os.ReadFile(f.Path)
-		if err != nil {
-			err = fmt.Errorf("endpoints file: %w", err)
-		} else if !haveGood || !bytes.Equal(data, lastGood) {
-			var targets []Target
-			if targets, err = ParseTargets(data, f.Path); err == nil {
-				lastGood, haveGood = data, true
-				log.Info("endpoints file loaded", "path", f.Path, "endpoints", len(targets))
-				update(targets)
-			}
+		targets, changed, err := w.check(f.Path, parse)
+		if changed {
+			haveGood = true
+			clear(logged)
+			log.Info("endpoints file loaded", "path", f.Path, "endpoints", len(targets))
+			update(targets)
 		}
 		f.mu.Lock()
 		f.err = err
 		f.mu.Unlock()
-		switch {
-		case err == nil:
-			lastErr = ""
-		case err.Error() != lastErr:
-			lastErr = err.Error()
+		if err != nil && !logged[err.Error()] {
+			if len(logged) >= maxLoggedErrors {
+				clear(logged)
+			}
+			logged[err.Error()] = true
 			if haveGood {
 				log.Error("endpoints file rejected; keeping the last good list", "path", f.Path, "err", err)
 			} else {
@@ -155,13 +169,104 @@ func (f *FileSource) Run(ctx context.Context, update func([]Target)) error {
 	}
 }
 
-// ReadTargetsFile reads and parses an endpoints file (see ParseTargets).
-func ReadTargetsFile(path string) ([]Target, error) {
-	data, err := os.ReadFile(path)
+// racyWindow: a file modified less than this before it was read may change
+// again without its size or modification time changing (coarse file-system
+// timestamps), so it is read again until the modification is older.
+const racyWindow = 2 * time.Second
+
+// fileSeed seeds the content hashes of watched files.
+var fileSeed = maphash.MakeSeed()
+
+// fileWatch remembers what a FileSource last read and parsed, so that an
+// unchanged file costs one stat per poll.
+type fileWatch struct {
+	info   os.FileInfo // stat of the last read
+	readAt time.Time
+	parsed bool   // sum and result are set
+	sum    uint64 // hash of the bytes last parsed
+	result error  // their parse error (nil: they were good)
+	reads  int    // reads so far (tests)
+	parses int    // parses so far (tests)
+}
+
+// check looks at the file. It returns the targets and changed = true when
+// content not seen before parsed well; otherwise the error of the file as it
+// is now (nil when it is unchanged and good).
+func (w *fileWatch) check(path string, parse func([]byte) ([]Target, error)) ([]Target, bool, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		w.info = nil
+		return nil, false, fmt.Errorf("endpoints file: %w", err)
+	}
+	if w.info != nil && fi.Size() == w.info.Size() && fi.ModTime().Equal(w.info.ModTime()) &&
+		os.SameFile(fi, w.info) && w.readAt.Sub(fi.ModTime()) > racyWindow {
+		return nil, false, w.result // unchanged since the last read
+	}
+	data, err := readBounded(path)
+	if err != nil {
+		w.info = nil
+		return nil, false, err
+	}
+	w.reads++
+	w.info, w.readAt = fi, time.Now()
+	sum := maphash.Bytes(fileSeed, data)
+	if w.parsed && sum == w.sum {
+		return nil, false, w.result
+	}
+	targets, err := parse(data)
+	w.parses++
+	w.parsed, w.sum, w.result = true, sum, err
+	if err != nil {
+		return nil, false, err
+	}
+	return targets, true, nil
+}
+
+// readBounded reads an endpoints file of at most MaxTargetsFileBytes.
+func readBounded(path string) ([]byte, error) {
+	fh, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("endpoints file: %w", err)
 	}
-	return ParseTargets(data, path)
+	defer fh.Close()
+	tooBig := func(n int64) error {
+		return fmt.Errorf("endpoints file %s: expected at most %d bytes (%d MiB), found %d bytes; the file is not read",
+			path, MaxTargetsFileBytes, MaxTargetsFileBytes>>20, n)
+	}
+	fi, err := fh.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("endpoints file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("endpoints file %s: expected a regular file, found %s", path, fi.Mode().Type())
+	}
+	if fi.Size() > MaxTargetsFileBytes {
+		return nil, tooBig(fi.Size())
+	}
+	data, err := io.ReadAll(io.LimitReader(fh, MaxTargetsFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("endpoints file: %w", err)
+	}
+	if len(data) > MaxTargetsFileBytes {
+		return nil, tooBig(int64(len(data))) // it grew while being read
+	}
+	return data, nil
+}
+
+// ReadTargetsFile reads and parses an endpoints file (see ParseTargets)
+// under the default scrape configuration.
+func ReadTargetsFile(path string) ([]Target, error) {
+	return DefaultScrapeConfig().ReadTargetsFile(path)
+}
+
+// ReadTargetsFile reads and parses an endpoints file, checking engine labels
+// against c's engines (see ScrapeConfig.ParseTargets).
+func (c ScrapeConfig) ReadTargetsFile(path string) ([]Target, error) {
+	data, err := readBounded(path)
+	if err != nil {
+		return nil, err
+	}
+	return c.ParseTargets(data, path)
 }
 
 var knownFields = "address, port, metricsURL, labels, name"
@@ -169,9 +274,20 @@ var knownFields = "address, port, metricsURL, labels, name"
 // ParseTargets parses an endpoints file: a YAML or JSON list of objects with
 // address (an IP), port (1..65535), and optionally metricsURL (http or https
 // URL), labels (string map) and name (defaults to ip:port). Unknown fields,
-// duplicates and bad values are errors naming the file, line and field.
-// "[]" is an empty pool; an empty file is an error (likely a half-written file).
+// duplicates and bad values (an engine label naming no engine) are errors
+// naming the file, line and field. "[]" is an empty pool; an empty file is
+// an error (likely a half-written file).
 func ParseTargets(data []byte, file string) ([]Target, error) {
+	return DefaultScrapeConfig().ParseTargets(data, file)
+}
+
+// ParseTargets is the package's ParseTargets with engine labels checked
+// against c's engine label key and engines.
+func (c ScrapeConfig) ParseTargets(data []byte, file string) ([]Target, error) {
+	table, err := c.engineTable()
+	if err != nil {
+		return nil, err
+	}
 	fail := func(n *yaml.Node, field, format string, args ...any) error {
 		where := file
 		if n != nil {
@@ -242,7 +358,7 @@ func ParseTargets(data []byte, file string) ([]Target, error) {
 					}
 					t.Labels[lk.Value] = lv.Value
 				}
-				if _, err := engineFor(t.Labels); err != nil {
+				if _, err := c.engineFor(table, t.Labels); err != nil {
 					return nil, fail(v, "labels", "%v", err)
 				}
 			default:

@@ -74,7 +74,7 @@ func TestParseTargets(t *testing.T) {
 		{"missing address", "- port: 80\n", "", `f.yaml:1: field "address": missing`},
 		{"bad url", "- address: 10.0.0.1\n  port: 1\n  metricsURL: ftp://x/metrics\n", "", `f.yaml:3: field "metricsURL": expected an http:// or https:// URL, found "ftp://x/metrics"`},
 		{"labels not a map", "- address: 10.0.0.1\n  port: 1\n  labels: [a]\n", "", `f.yaml:3: field "labels": expected a map of strings, found a list`},
-		{"bad engine", "- address: 10.0.0.1\n  port: 1\n  labels: {inference.networking.k8s.io/engine-type: tgi}\n", "", `f.yaml:3: field "labels": label inference.networking.k8s.io/engine-type: expected one of vllm, sglang, trtllm, trtllm-serve, found "tgi"`},
+		{"bad engine", "- address: 10.0.0.1\n  port: 1\n  labels: {inference.networking.k8s.io/engine-type: tgi}\n", "", `f.yaml:3: field "labels": label inference.networking.k8s.io/engine-type: expected one of vllm, sglang, trtllm, triton-tensorrt-llm, trtllm-serve, found "tgi"`},
 		{"duplicate", "- {address: 10.0.0.1, port: 1}\n- {address: 10.0.0.1, port: 1}\n", "", "f.yaml:2: expected each address:port once, found 10.0.0.1:1 again (first on line 1)"},
 		{"syntax", "- address: [\n", "", "f.yaml: expected a YAML or JSON list of endpoints: yaml: line"},
 	}

@@ -10,8 +10,11 @@
 // header and envoy.lb dynamic metadata, body echo, model-name rewrite spliced
 // into the original bytes), the usage read from the response, the release of
 // in-flight accounting at response end, error or cancel, the error responses
-// (ImmediateResponse with an OpenAI-style JSON body) and the request-path
-// Prometheus metrics with the GIE names.
+// (ImmediateResponse with an OpenAI-style JSON body), the request-phase limits
+// (an idle timeout for streams not yet answered, a bound on the request body
+// bytes all streams buffer; idle.go) and the request-path Prometheus metrics
+// with the GIE names, whose model labels are limited to the models the picker
+// knows (models.go).
 //
 // It does not own the pool (package endpoints), the scoring (scheduler,
 // scorers), flags or serving (cmd/epp): cmd/epp builds a Server with New and

@@ -8,7 +8,10 @@ import (
 )
 
 // HTTP statuses the server answers with; each has a pre-resolved counter.
-var statusCodes = [...]int{200, 400, 404, 413, 429, 500, 503}
+var statusCodes = [...]int{200, 400, 404, 408, 413, 429, 500, 503}
+
+// status500 is the index of 500 in statusCodes: any other status counts there.
+const status500 = len(statusCodes) - 2
 
 func statusIndex(code int) int {
 	for i, c := range statusCodes {
@@ -16,23 +19,37 @@ func statusIndex(code int) int {
 			return i
 		}
 	}
-	return len(statusCodes) - 2 // 500
+	return status500
 }
 
-// gieErrorCode is GIE's error_code label for an HTTP status.
+// gieErrorCode is GIE v1.5.0's error_code label for an HTTP status
+// (pkg/common/error: BadRequest, NotFound, ResourceExhausted,
+// ServiceUnavailable, Internal). A request whose client stalled (408) counts
+// as BadRequest, like a body over the limit (413).
 func gieErrorCode(code int) string {
 	switch code {
-	case 400, 413:
+	case 400, 408, 413:
 		return "BadRequest"
 	case 404:
 		return "NotFound"
 	case 429:
-		return "InferencePoolResourceExhausted"
+		return "ResourceExhausted"
 	case 503:
 		return "ServiceUnavailable"
 	}
 	return "Internal"
 }
+
+// GIE's size buckets (bytes): requests from 64 B to 1 GiB, responses from
+// 1 B to 64 KiB (32778 is GIE's value, kept so that bucket boundaries match).
+var (
+	requestSizeBuckets = []float64{
+		64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536,
+		131072, 262144, 524288, 1048576, 2097152, 4194304, 8388608,
+		16777216, 33554432, 67108864, 134217728, 268435456, 536870912, 1073741824,
+	}
+	responseSizeBuckets = []float64{1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32778, 65536}
+)
 
 // maxModelPairs bounds the cache of pre-resolved per-model metric children.
 const maxModelPairs = 1024
@@ -44,6 +61,8 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 	inTok    *prometheus.HistogramVec
 	outTok   *prometheus.HistogramVec
+	reqSize  *prometheus.HistogramVec
+	respSize *prometheus.HistogramVec
 	running  *prometheus.GaugeVec
 	e2e      prometheus.Histogram
 	byStatus [len(statusCodes)]prometheus.Counter
@@ -52,13 +71,16 @@ type metrics struct {
 	models map[[2]string]*modelMetrics
 }
 
-// modelMetrics are the children for one (model_name, target_model_name).
+// modelMetrics are the children for one (model_name, target_model_name)
+// label pair.
 type modelMetrics struct {
 	req      prometheus.Counter
 	errs     [len(statusCodes)]prometheus.Counter
 	duration prometheus.Observer
 	inTok    prometheus.Observer
 	outTok   prometheus.Observer
+	reqSize  prometheus.Observer
+	respSize prometheus.Observer
 	running  prometheus.Gauge
 }
 
@@ -98,6 +120,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Inference objective output token count distribution for requests in each model.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 20),
 		}, model),
+		reqSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "inference_objective_request_sizes",
+			Help:    "Inference objective requests size distribution in bytes for each model and target model.",
+			Buckets: requestSizeBuckets,
+		}, model),
+		respSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "inference_objective_response_sizes",
+			Help:    "Inference objective responses size distribution in bytes for each model and target model.",
+			Buckets: responseSizeBuckets,
+		}, model),
 		running: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "inference_objective_running_requests",
 			Help: "Inference objective number of running requests in each model.",
@@ -116,7 +148,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for i, c := range statusCodes {
 		m.byStatus[i] = status.WithLabelValues(strconv.Itoa(c))
 	}
-	for _, c := range []prometheus.Collector{m.reqTotal, m.errTotal, m.duration, m.inTok, m.outTok, m.running, m.e2e, status} {
+	for _, c := range []prometheus.Collector{m.reqTotal, m.errTotal, m.duration, m.inTok, m.outTok, m.reqSize, m.respSize, m.running, m.e2e, status} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -124,8 +156,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
-// model returns the pre-resolved children for a model pair. Beyond
-// maxModelPairs distinct pairs the children are resolved but not cached.
+// model returns the pre-resolved children for a pair of label values (known
+// model names or OtherModel, see Server.modelLabel). Beyond maxModelPairs
+// distinct pairs the children are resolved but not cached.
 func (m *metrics) model(name, target string) *modelMetrics {
 	k := [2]string{name, target}
 	m.mu.RLock()
@@ -139,6 +172,8 @@ func (m *metrics) model(name, target string) *modelMetrics {
 		duration: m.duration.WithLabelValues(name, target),
 		inTok:    m.inTok.WithLabelValues(name, target),
 		outTok:   m.outTok.WithLabelValues(name, target),
+		reqSize:  m.reqSize.WithLabelValues(name, target),
+		respSize: m.respSize.WithLabelValues(name, target),
 		running:  m.running.WithLabelValues(name),
 	}
 	for i, c := range statusCodes {

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"math"
 	"runtime"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -55,20 +56,47 @@ func ParseBodyMode(s string) (BodyMode, error) {
 // DefaultMaxBodyBytes is the request body limit when Options.MaxBodyBytes is 0.
 const DefaultMaxBodyBytes = 16 << 20
 
+// DefaultRequestIdleTimeout is the request-phase idle limit when
+// Options.RequestIdleTimeout is 0.
+const DefaultRequestIdleTimeout = 60 * time.Second
+
+// DefaultMaxBufferedBytes is the limit on request body bytes buffered across
+// all streams when Options.MaxBufferedBytes is 0 (1 GiB).
+const DefaultMaxBufferedBytes int64 = 1 << 30
+
 // Options configure a Server. The zero value works: auto body mode, a 16 MiB
-// body limit, no logging, every model accepted, priority 0, no metrics.
+// body limit, a 60s request idle timeout, 1 GiB of request bodies buffered at
+// most, no logging, every model accepted, priority 0, no metrics.
 type Options struct {
 	// BodyMode applies to streams whose first message has no protocol_config.
 	BodyMode BodyMode
 	// MaxBodyBytes is the request body limit (413 above it); 0 means
 	// DefaultMaxBodyBytes.
 	MaxBodyBytes int
+	// RequestIdleTimeout is the longest wait for the next request-phase
+	// message (request headers, body chunks, trailers) of a stream that has
+	// not been answered yet. A stream that waits longer gets a 408
+	// ImmediateResponse and its buffered body is released. Once the request
+	// is answered or picked the stream is never timed (long generations are
+	// normal); a stream picked at its headers (STREAMED) whose request body
+	// then stalls this long only gives back its in-flight count. 0 means
+	// DefaultRequestIdleTimeout; negative disables the limit.
+	RequestIdleTimeout time.Duration
+	// MaxBufferedBytes bounds the request body bytes held by all streams at
+	// once while they wait for the body's end. A body chunk that would push
+	// the total over it ends its stream with 503 (413 when the body alone is
+	// over it), and the stream's buffer is released. 0 means
+	// DefaultMaxBufferedBytes; negative is an error.
+	MaxBufferedBytes int64
 	// Logger receives, at debug level only, one line per decision with each
-	// candidate's scores. Nothing is logged per request below debug. Nil
-	// discards.
+	// candidate's scores and one line per request refused with a 4xx (or
+	// 429). Server-side failures are logged at warn (503, protocol errors)
+	// or error (scheduling faults, panics), at most one line per second per
+	// level with a count of the lines left out. Nil discards.
 	Logger *slog.Logger
 	// Models, when non-empty, is the allow-list of target model names this
-	// pool serves; other models get 404.
+	// pool serves; other models get 404. Names must be valid UTF-8. They
+	// are also metric label values (see Registerer).
 	Models []string
 	// Priority resolves the x-gateway-inference-objective header to a
 	// priority (negative = sheddable). Nil, or ok == false, means 0.
@@ -77,7 +105,11 @@ type Options struct {
 	// (--disable-endpoint-subset-filter).
 	DisableSubsetFilter bool
 	// Registerer, when set, receives the request-path metrics (GIE names plus
-	// fastepp_extproc_requests_total{code}).
+	// fastepp_extproc_requests_total{code}). Their model_name and
+	// target_model_name labels carry only models the picker knows: Models,
+	// and the models and LoRA adapters the pool's servers report in the
+	// current snapshot. Any other name is counted under OtherModel, so
+	// clients cannot grow the number of series.
 	Registerer prometheus.Registerer
 }
 

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
@@ -35,6 +36,10 @@ const (
 	HeaderFairnessID    = "x-gateway-inference-fairness-id"
 	HeaderModelRewrite  = "x-gateway-model-name-rewrite"
 	HeaderRequestID     = "x-request-id"
+	// The llm-d router's names for the objective and the fairness id. When a
+	// request carries both names of one key, the x-llm-d-* value wins.
+	HeaderLLMDObjective  = "x-llm-d-inference-objective"
+	HeaderLLMDFairnessID = "x-llm-d-inference-fairness-id"
 )
 
 // MaxChunk is the largest body chunk docs/PROTOCOL.md allows in one
@@ -55,20 +60,32 @@ const maxPooledBuf = 4 << 20
 type Server struct {
 	extprocv3.UnimplementedExternalProcessorServer
 
-	sched    *scheduler.Scheduler
-	mode     BodyMode
-	maxBody  int
-	log      *slog.Logger
-	models   map[string]struct{}
-	priority func(string) (int, bool)
-	noSubset bool
-	m        *metrics
+	sched       *scheduler.Scheduler
+	mode        BodyMode
+	maxBody     int
+	idleTimeout time.Duration // <= 0: request phase not timed
+	maxBuffered int64
+	log         *slog.Logger
+	models      map[string]struct{} // allow-list; nil accepts every model
+	allow       []string            // the allow-list as given, for the known set
+	priority    func(string) (int, bool)
+	noSubset    bool
+	m           *metrics
 
 	streams sync.Pool // *stream
 	cycles  sync.Pool // *scheduler.Cycle
 
 	internMu sync.RWMutex
 	intern   map[string]string
+
+	// Models that may be label values (models.go), per snapshot.
+	known     atomic.Pointer[knownModels]
+	knownSeq  atomic.Uint64 // Seq of the snapshot known was checked against
+	knownBusy atomic.Bool   // one request refreshes known at a time
+
+	buffered atomic.Int64 // request body bytes held by all streams
+
+	errLog, warnLog logLimiter
 
 	open atomic.Int64
 }
@@ -89,32 +106,50 @@ func New(sched *scheduler.Scheduler, opts Options) (*Server, error) {
 	if opts.BodyMode > ModeBuffered {
 		return nil, errors.New("extproc: expected body mode auto, streamed or buffered, found " + opts.BodyMode.String())
 	}
+	if opts.MaxBufferedBytes < 0 {
+		return nil, errors.New("extproc: expected MaxBufferedBytes >= 0, found " + strconv.FormatInt(opts.MaxBufferedBytes, 10))
+	}
+	for _, name := range opts.Models {
+		if name == "" || !utf8.ValidString(name) {
+			return nil, errors.New("extproc: expected Models to hold non-empty UTF-8 model names, found " + strconv.Quote(name))
+		}
+	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
 		return nil, err
 	}
 	s := &Server{
-		sched:    sched,
-		mode:     opts.BodyMode,
-		maxBody:  opts.MaxBodyBytes,
-		log:      opts.Logger,
-		priority: opts.Priority,
-		noSubset: opts.DisableSubsetFilter,
-		m:        m,
-		intern:   map[string]string{},
+		sched:       sched,
+		mode:        opts.BodyMode,
+		maxBody:     opts.MaxBodyBytes,
+		idleTimeout: opts.RequestIdleTimeout,
+		maxBuffered: opts.MaxBufferedBytes,
+		log:         opts.Logger,
+		priority:    opts.Priority,
+		noSubset:    opts.DisableSubsetFilter,
+		m:           m,
+		intern:      map[string]string{},
 	}
 	if s.maxBody == 0 {
 		s.maxBody = DefaultMaxBodyBytes
+	}
+	if s.idleTimeout == 0 {
+		s.idleTimeout = DefaultRequestIdleTimeout
+	}
+	if s.maxBuffered == 0 {
+		s.maxBuffered = DefaultMaxBufferedBytes
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if len(opts.Models) > 0 {
+		s.allow = append([]string(nil), opts.Models...)
 		s.models = make(map[string]struct{}, len(opts.Models))
 		for _, name := range opts.Models {
 			s.models[name] = struct{}{}
 		}
 	}
+	s.known.Store(newKnownModels(s.allow, nil))
 	s.streams.New = func() any { return new(stream) }
 	s.cycles.New = func() any { return sched.NewCycle() }
 	return s, nil
@@ -163,6 +198,9 @@ type stream struct {
 	partial      bool // BUFFERED_PARTIAL: the one body message may be a truncated prefix
 	pickAtHdrs   bool // NONE or STREAMED: the body cannot reach the decision; pick at headers
 	respDuplex   bool // response body mode: FULL_DUPLEX_STREAMED
+	passThrough  bool // STREAMED: body chunks still come after a pick at the headers
+	truncated    bool // BUFFERED_PARTIAL: decided on a prefix of the body
+	post         bool // :method POST
 	phase        phase
 	start        time.Time
 	path         []byte
@@ -171,11 +209,13 @@ type stream struct {
 	genID        bool
 	rewrite      []byte
 	objective    []byte
+	fairness     []byte
 	contentLen   int
 	subset       []netip.Addr
 	hasSubset    bool
 	body         []byte // accumulated request body (aliases buf or the single message)
 	buf          []byte // pooled accumulation buffer
+	held         int64  // body bytes counted in Server.buffered
 	out          []byte // pooled buffer for a rewritten body
 	dest         []byte
 	origModelTok []byte
@@ -192,26 +232,44 @@ type stream struct {
 	usage    usageScanner
 	restore  modelRestorer
 	released bool
+	respSeen bool  // a response body message arrived
+	respLen  int64 // response body bytes
 	clBuf    []byte
 	rep      replies
+
+	// Request-phase idle timing (idle.go). The handler holds mu while it
+	// works on a request-phase message and releases it while it waits in
+	// Recv; the idle timer's callback takes it to check and end the stream.
+	mu       sync.Mutex
+	idleOn   bool   // guarded by mu: the request phase is being timed
+	expired  bool   // guarded by mu: the timer answered 408 and ended the request
+	armed    bool   // guarded by mu: the timer will tick
+	msgs     uint32 // guarded by mu: request-phase messages received
+	seenMsgs uint32 // guarded by mu: msgs at the last tick
+	idle     int    // guarded by mu: ticks in a row without a message
+	timer    *time.Timer
+	track    bool // handler's own: it takes mu around each message
+	locked   bool // handler's own: it holds mu
 }
 
 func (st *stream) reset() {
 	st.ps = nil
 	st.first, st.observe = true, false
 	st.buffered, st.partial, st.pickAtHdrs, st.respDuplex = false, false, false, false
+	st.passThrough, st.truncated, st.post = false, false, false
 	st.phase = phHeaders
-	st.path, st.requestIDRaw, st.requestID, st.genID, st.rewrite, st.objective = nil, nil, "", false, nil, nil
+	st.path, st.requestIDRaw, st.requestID, st.genID, st.rewrite, st.objective, st.fairness = nil, nil, "", false, nil, nil, nil
 	st.contentLen = -1
 	st.subset, st.hasSubset = st.subset[:0], false
 	st.body = nil
 	st.buf, st.out, st.dest = st.buf[:0], st.out[:0], st.dest[:0]
+	st.held = 0
 	st.origModelTok = st.origModelTok[:0]
 	st.req.Reset()
 	st.res, st.acct, st.tokens, st.mm = nil, nil, 0, nil
 	st.usage.reset()
 	st.restore.reset()
-	st.released = false
+	st.released, st.respSeen, st.respLen = false, false, 0
 }
 
 // Process serves one ext_proc stream (one HTTP request and its response).
@@ -222,16 +280,22 @@ func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) (err erro
 	st.srv = s
 	st.reset()
 	st.ps = ps
+	st.startIdle()
 	defer func() {
+		r := recover()
+		st.stopIdle()
+		st.unbuffer()
 		st.release()
 		if st.cycle != nil {
 			s.cycles.Put(st.cycle)
 			st.cycle = nil
 		}
-		if r := recover(); r != nil {
+		if r != nil {
 			// A bug, not bad input: answer 500 if the request is still
 			// open, and drop the state rather than pool it.
-			s.log.Error("extproc: panic in stream", "panic", r)
+			if ok, skipped := s.errLog.allow(); ok {
+				s.log.Error("extproc: panic in stream", "panic", r, "similar_lines_skipped", skipped)
+			}
 			if st.phase < phResponse {
 				_ = st.immediate(500, "internal error")
 			}
@@ -250,7 +314,13 @@ func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) (err erro
 		s.streams.Put(st)
 	}()
 	for {
+		st.waitUnlock()
 		msg, rerr := ps.Recv()
+		if st.track && st.lockExpired() {
+			// The idle timer answered 408 while we waited: the request is
+			// over, whatever Recv returned.
+			return nil
+		}
 		if rerr != nil {
 			if rerr == io.EOF {
 				// The proxy closed the stream: the response ended here when it
@@ -290,8 +360,10 @@ func (st *stream) handle(msg *extprocv3.ProcessingRequest) (done bool, err error
 				return done, err
 			}
 		}
+		st.endIdle() // the request phase is over
 		return false, st.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}})
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		st.endIdle() // the response has begun
 		return false, st.responseHeaders(r.ResponseHeaders, msg.GetMetadataContext())
 	case *extprocv3.ProcessingRequest_ResponseBody:
 		return false, st.responseBody(r.ResponseBody)
@@ -323,6 +395,7 @@ func (st *stream) setModes(pc *extprocv3.ProtocolConfiguration) {
 		// NONE: no body comes. STREAMED: headers go upstream once answered,
 		// so the body cannot influence routing. Pick at headers.
 		st.pickAtHdrs = true
+		st.passThrough = pc.RequestBodyMode == filterv3.ProcessingMode_STREAMED
 	}
 	st.respDuplex = pc.ResponseBodyMode == filterv3.ProcessingMode_FULL_DUPLEX_STREAMED
 }
@@ -375,10 +448,13 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders) (bool, error) {
 	}
 	st.start = time.Now()
 	var fallback []byte
+	var llmdObjective, llmdFairness bool // an x-llm-d-* name was read: it wins
 	for _, hv := range h.GetHeaders().GetHeaders() {
 		switch hv.Key {
 		case ":path":
 			st.path = headerValue(hv)
+		case ":method":
+			st.post = string(headerValue(hv)) == "POST"
 		case "x-original-path", "x-forwarded-path":
 			if fallback == nil {
 				fallback = headerValue(hv)
@@ -392,7 +468,17 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders) (bool, error) {
 		case HeaderModelRewrite:
 			st.rewrite = headerValue(hv)
 		case HeaderObjective:
-			st.objective = headerValue(hv)
+			if !llmdObjective {
+				st.objective = headerValue(hv)
+			}
+		case HeaderLLMDObjective:
+			st.objective, llmdObjective = headerValue(hv), true
+		case HeaderFairnessID:
+			if !llmdFairness {
+				st.fairness = headerValue(hv)
+			}
+		case HeaderLLMDFairnessID:
+			st.fairness, llmdFairness = headerValue(hv), true
 		}
 	}
 	if len(st.path) == 0 {
@@ -404,7 +490,14 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders) (bool, error) {
 	if st.contentLen > st.srv.maxBody {
 		return st.fail(413, "request body of "+strconv.Itoa(st.contentLen)+" bytes is over the limit of "+strconv.Itoa(st.srv.maxBody)+" bytes")
 	}
+	if h.GetEndOfStream() && st.post {
+		// A POST without a body: what a whitespace body gets.
+		return st.fail(400, "request body: expected a JSON object, found an empty body")
+	}
 	if h.GetEndOfStream() || st.pickAtHdrs {
+		if h.GetEndOfStream() {
+			st.passThrough = false // no body follows
+		}
 		return st.decide(nil, false)
 	}
 	st.phase = phBody
@@ -417,18 +510,24 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders) (bool, error) {
 func (st *stream) requestBody(b *extprocv3.HttpBody) (bool, error) {
 	if st.pickAtHdrs && st.phase >= phResponse {
 		// STREAMED after a pick at headers: pass each chunk through.
+		if b.GetEndOfStream() {
+			st.endIdle() // the request body is over
+		}
 		return false, st.send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}})
 	}
 	if st.phase != phBody {
 		return st.fail(500, "request body received before the request headers or after the body ended")
 	}
 	chunk := b.GetBody()
+	if n := len(st.buf) + len(chunk); n > st.srv.maxBody {
+		return st.fail(413, "request body of at least "+strconv.Itoa(n)+" bytes is over the limit of "+strconv.Itoa(st.srv.maxBody)+" bytes")
+	}
+	if code, msg := st.buffer(int64(len(chunk))); code != 0 {
+		return st.fail(code, msg)
+	}
 	if st.body == nil && len(st.buf) == 0 && b.GetEndOfStream() {
 		st.body = chunk // the whole body in one message: no copy
 	} else {
-		if len(st.buf)+len(chunk) > st.srv.maxBody {
-			return st.fail(413, "request body over the limit of "+strconv.Itoa(st.srv.maxBody)+" bytes")
-		}
 		if len(st.buf) == 0 && cap(st.buf) < max(st.contentLen, len(chunk)) {
 			// Preallocate from Content-Length, but never more than
 			// maxPooledBuf on a header's word: beyond that, grow as bytes arrive.
@@ -437,13 +536,11 @@ func (st *stream) requestBody(b *extprocv3.HttpBody) (bool, error) {
 		st.buf = append(st.buf, chunk...)
 		st.body = st.buf
 	}
-	if len(st.body) > st.srv.maxBody {
-		return st.fail(413, "request body of "+strconv.Itoa(len(st.body))+" bytes is over the limit of "+strconv.Itoa(st.srv.maxBody)+" bytes")
-	}
 	if !b.GetEndOfStream() {
 		if st.partial {
 			// BUFFERED_PARTIAL over the proxy's buffer: a prefix of the
 			// body, not a JSON document. Decide without it.
+			st.truncated = true
 			return st.decide(nil, true)
 		}
 		if st.buffered {
@@ -471,28 +568,78 @@ func pickErrStatus(err error) (int, string) {
 	return 500, "scheduling failed: " + err.Error()
 }
 
-// decide scans the body (when not empty), picks and answers the request.
-// bodySeen says the request had a body phase (possibly empty); without one
-// it is a headers-only request.
+// decide answers the request (pick), then ends what the request phase held:
+// the buffered-bytes count, an outsized buffer, and the idle timing. bodySeen
+// says the request had a body phase (possibly empty); without one it is a
+// headers-only request.
 func (st *stream) decide(body []byte, bodySeen bool) (bool, error) {
+	done, err := st.pick(body, bodySeen)
+	// The body has been scanned, hashed and echoed: it no longer counts
+	// against MaxBufferedBytes, and an outsized buffer is not kept for the
+	// rest of the response.
+	st.unbuffer()
+	if cap(st.buf) > maxPooledBuf || cap(st.out) > maxPooledBuf {
+		st.buf, st.out = nil, nil
+		st.body, st.req.Body, st.req.CacheSalt = nil, nil, nil
+		st.rep.clear() // the answers sent hold the body too
+	}
+	if !done && err == nil && !st.passThrough {
+		st.endIdle() // answered; a STREAMED body still to come stays timed
+	}
+	return done, err
+}
+
+// utf8Error describes the first invalid UTF-8 byte of b, "" when b is valid.
+func utf8Error(b []byte) string {
+	if utf8.Valid(b) {
+		return ""
+	}
+	i := 0
+	for i < len(b) {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n <= 1 {
+			break
+		}
+		i += n
+	}
+	return "invalid byte 0x" + strconv.FormatUint(uint64(b[i]), 16) + " at offset " + strconv.Itoa(i)
+}
+
+// pick scans the body (when not empty), picks and answers the request; an
+// empty body phase is refused (unless BUFFERED_PARTIAL truncated it).
+func (st *stream) pick(body []byte, bodySeen bool) (bool, error) {
 	hasBody := len(body) > 0
 	s := st.srv
+	if bodySeen && !hasBody && !st.truncated {
+		return st.fail(400, "request body: expected a JSON object, found an empty body")
+	}
 	req := &st.req
 	req.Reset()
 	a := apiOf(string(st.path))
 	if len(st.path) == 0 {
 		a = apiOf(defaultPath)
 	}
-	var origModel string
+	if s.m != nil {
+		s.refreshKnown() // before the model names are looked up
+	}
+	var origModel, origLabel string
 	if hasBody {
 		if err := st.scan.scanBody(body, a, &st.info); err != nil {
 			return st.fail(400, err.Error())
 		}
 		tok := body[st.info.modelTok.Start:st.info.modelTok.End]
+		raw := tok[1 : len(tok)-1]
+		if e := utf8Error(raw); e != "" {
+			return st.fail(400, "request body: expected \"model\" to be a valid UTF-8 string, found "+e+" of its value")
+		}
+		if len(raw) == 0 {
+			return st.fail(400, "request body: expected \"model\" to name a model, found an empty string")
+		}
 		if st.info.modelEsc {
 			origModel = unquote(tok)
+			origLabel = s.modelLabel(origModel)
 		} else {
-			origModel = s.internModel(tok[1 : len(tok)-1])
+			origModel, origLabel = s.modelName(raw)
 		}
 		req.Body = body
 		req.Spans = st.info.promptSpans(a)
@@ -500,13 +647,19 @@ func (st *stream) decide(body []byte, bodySeen bool) (bool, error) {
 			req.CacheSalt = body[st.info.cacheSalt.Start:st.info.cacheSalt.End]
 		}
 	}
-	target := origModel
+	target, targetLabel := origModel, origLabel
 	if hasBody && len(st.rewrite) > 0 && string(st.rewrite) != origModel {
-		target = s.internModel(st.rewrite)
+		if e := utf8Error(st.rewrite); e != "" {
+			return st.fail(400, "header "+HeaderModelRewrite+": expected a model name in valid UTF-8, found "+e)
+		}
+		target, targetLabel = s.modelName(st.rewrite)
 	}
 	if s.m != nil {
-		st.mm = s.m.model(origModel, target)
+		st.mm = s.m.model(origLabel, targetLabel)
 		st.mm.req.Inc()
+		if hasBody {
+			st.mm.reqSize.Observe(float64(len(body)))
+		}
 	}
 	if hasBody && s.models != nil {
 		if _, ok := s.models[target]; !ok {
@@ -538,8 +691,9 @@ func (st *stream) decide(body []byte, bodySeen bool) (bool, error) {
 	}
 	if err != nil {
 		code, text := pickErrStatus(err)
-		if debug {
-			s.log.Debug("extproc: no endpoint", "request_id", st.requestID, "model", origModel, "target_model", target, "status", code, "error", err)
+		if code == 500 {
+			// Not a known scheduling outcome: a fault of ours.
+			return st.failAt(slog.LevelError, code, text)
 		}
 		return st.fail(code, text)
 	}
@@ -646,7 +800,8 @@ func (st *stream) logDecision(model, target, dest string, res *scheduler.Result)
 	}
 	st.srv.log.Debug("extproc: picked",
 		"request_id", st.requestID, "model", model, "target_model", target,
-		"prompt_bytes", st.req.PromptLen(), "priority", st.req.Priority,
+		"prompt_bytes", st.req.PromptLen(), "objective", string(st.objective), "priority", st.req.Priority,
+		"fairness_id", string(st.fairness),
 		"subset", st.hasSubset, "profile", res.Profile, "destination", dest,
 		slog.Any("candidates", cands))
 }
@@ -681,6 +836,8 @@ func (st *stream) readServed(md *corev3.Metadata) {
 
 func (st *stream) responseBody(b *extprocv3.HttpBody) error {
 	chunk := b.GetBody()
+	st.respSeen = true
+	st.respLen += int64(len(chunk))
 	st.usage.feed(chunk)
 	out := chunk
 	if st.restore.active() {
@@ -714,6 +871,9 @@ func (st *stream) finish() {
 			st.mm.inTok.Observe(float64(st.usage.prompt))
 			st.mm.outTok.Observe(float64(st.usage.completion))
 		}
+		if st.respSeen {
+			st.mm.respSize.Observe(float64(st.respLen))
+		}
 	}
 	st.release()
 }
@@ -742,8 +902,33 @@ func (st *stream) send(r *extprocv3.ProcessingResponse) error {
 }
 
 // fail answers the request with an ImmediateResponse and ends the stream.
+// Refusals the client caused (4xx, and 429 for load) are logged at debug
+// level only; 5xx at warn, at most one line per second.
 func (st *stream) fail(code int, msg string) (bool, error) {
+	if code >= 500 {
+		return st.failAt(slog.LevelWarn, code, msg)
+	}
+	return st.failAt(slog.LevelDebug, code, msg)
+}
+
+// failAt is fail with the log level given: debug lines are all written (when
+// debug is on), warn and error lines at most one per second each.
+func (st *stream) failAt(level slog.Level, code int, msg string) (bool, error) {
 	s := st.srv
+	switch {
+	case level >= slog.LevelError:
+		if ok, skipped := s.errLog.allow(); ok {
+			st.logFailure(level, code, msg, skipped)
+		}
+	case level >= slog.LevelWarn:
+		if ok, skipped := s.warnLog.allow(); ok {
+			st.logFailure(level, code, msg, skipped)
+		}
+	default:
+		if s.log.Enabled(context.Background(), level) {
+			st.logFailure(level, code, msg, 0)
+		}
+	}
 	if s.m != nil {
 		s.m.byStatus[statusIndex(code)].Inc()
 		if st.mm != nil {
@@ -758,6 +943,19 @@ func (st *stream) fail(code int, msg string) (bool, error) {
 	return true, st.immediate(code, msg)
 }
 
+// logFailure writes one line about a refused request.
+func (st *stream) logFailure(level slog.Level, code int, msg string, skipped int64) {
+	id := st.requestID
+	if id == "" {
+		id = string(st.requestIDRaw)
+	}
+	attrs := []slog.Attr{slog.String("request_id", id), slog.Int("status", code), slog.String("error", msg)}
+	if skipped > 0 {
+		attrs = append(attrs, slog.Int64("similar_lines_skipped", skipped))
+	}
+	st.srv.log.LogAttrs(context.Background(), level, "extproc: request refused", attrs...)
+}
+
 // errorType is the OpenAI-style error type for an HTTP status.
 func errorType(code int) string {
 	switch code {
@@ -765,6 +963,8 @@ func errorType(code int) string {
 		return "invalid_request_error"
 	case 404:
 		return "not_found_error"
+	case 408:
+		return "timeout_error"
 	case 413:
 		return "request_too_large"
 	case 429:

@@ -41,8 +41,8 @@ dataLayer:
 		"--refresh-metrics-interval", "20ms", "--config-text", cfg,
 	})
 	want := []string{
-		"inference_pool_ready_pods 1",
-		"inference_pool_average_queue_size 1",
+		`inference_pool_ready_pods{name="default"} 1`,
+		`inference_pool_average_queue_size{name="default"} 1`,
 		// Plugin statistics, found through scheduler.StatsReporter.
 		`inference_extension_prefix_indexer_size{plugin="prefix-cache-scorer"} 0`,
 		`fastepp_prefix_indexer_bytes{plugin="prefix-cache-scorer"}`,

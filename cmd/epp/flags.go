@@ -5,12 +5,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/fastepp/fastepp/endpoints"
 	"github.com/fastepp/fastepp/extproc"
+	"github.com/fastepp/fastepp/version"
 )
 
 // options are the parsed command line.
@@ -27,7 +30,27 @@ type options struct {
 	disableSubsetFilter                   bool
 	verbosity                             int
 	zapEncoder                            string
+	zapLogLevel                           string
+	zapDevel                              bool
+	zapStacktraceLevel, zapTimeEncoding   string
 	logFormat                             string
+	logLevel                              slog.Level // from -v, or --zap-log-level when given
+
+	// GIE's model-server scrape flags (deprecated there; they set the
+	// defaults metrics-data-source's parameters override).
+	msMetricsScheme, msMetricsPath string
+	msMetricsPort                  int
+	msMetricsInsecure              bool
+	refreshPromInterval            time.Duration
+	metricsScrapeTimeout           time.Duration
+	healthChecking                 bool
+	enableCertReload               bool
+	tracing                        bool
+	metricsEndpointAuth            bool
+	requestIdleTimeout             time.Duration
+	maxBufferedRequestBytes        int64
+	version                        bool
+	set                            map[string]bool // flags given on the command line
 
 	endpoints          string
 	endpointsFile      string
@@ -58,6 +81,7 @@ Usage:
   epp --endpoints 10.0.0.1:8000,10.0.0.2:8000 [flags]     static pool, no Kubernetes
   epp --endpoints-file pool.yaml [flags]                   pool from a watched file
   epp --check-config [--config-file F | --config-text T]   validate and print the effective config
+  epp --version
 
 Flags:
 `
@@ -89,6 +113,23 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	fs.BoolVar(&o.disableSubsetFilter, "disable-endpoint-subset-filter", false, "ignore the proxy's subset hint (envoy.lb.subset_hint)")
 	fs.IntVar(&o.verbosity, "v", 0, "log verbosity as in GIE: 0-1 info, 2-3 more info, 4+ debug (one line per decision with each candidate's scores)")
 	fs.StringVar(&o.zapEncoder, "zap-encoder", "", "GIE's log encoder flag: json or console (maps onto --log-format)")
+	fs.StringVar(&o.zapLogLevel, "zap-log-level", "", "GIE's (controller-runtime's) log level: debug, info, error, panic, or an integer N > 0 (same as -v N); overrides -v. As in GIE, debug is zap's level -1, i.e. -v 1 (info here); GIE's debug lines are -v 4 / --zap-log-level=4")
+	fs.BoolVar(&o.zapDevel, "zap-devel", true, "accepted for GIE compatibility, no effect (GIE v1.5.0 builds its logger before reading it)")
+	fs.StringVar(&o.zapStacktraceLevel, "zap-stacktrace-level", "", "accepted for GIE compatibility (info, error or panic), no effect (as in GIE v1.5.0)")
+	fs.StringVar(&o.zapTimeEncoding, "zap-time-encoding", "", "accepted for GIE compatibility (epoch, millis, nano, iso8601, rfc3339, rfc3339nano), no effect (as in GIE v1.5.0)")
+	fs.StringVar(&o.msMetricsScheme, "model-server-metrics-scheme", "http", "scheme of model-server metrics pages: http or https (deprecated in GIE: prefer metrics-data-source's scheme, which wins when the config sets it)")
+	fs.StringVar(&o.msMetricsPath, "model-server-metrics-path", "/metrics", "path of model-server metrics pages (deprecated in GIE: prefer metrics-data-source's path, which wins when the config sets it)")
+	fs.IntVar(&o.msMetricsPort, "model-server-metrics-port", 0, "port of model-server metrics pages (0: each endpoint's own port); not for targets with their own metricsURL (deprecated in GIE)")
+	fs.BoolVar(&o.msMetricsInsecure, "model-server-metrics-https-insecure-skip-verify", false, "skip verifying model servers' certificates on https scrapes (deprecated in GIE: prefer metrics-data-source's insecureSkipVerify, which wins when the config sets it). GIE's default is true; here, unless this flag or the config says so, certificates are verified")
+	fs.DurationVar(&o.refreshPromInterval, "refresh-prometheus-metrics-interval", 5*time.Second, "accepted for GIE compatibility, no effect: GIE recomputes its pool gauges on this timer; epp computes them from the last snapshot when /metrics is scraped (never older than --refresh-metrics-interval)")
+	fs.DurationVar(&o.metricsScrapeTimeout, "metrics-scrape-timeout", endpoints.DefaultScrapeTimeout, "longest one model-server metrics scrape may take (connect, headers, body); a slower one fails")
+	fs.BoolVar(&o.healthChecking, "health-checking", false, "also serve gRPC health on the ext_proc port: envoy.service.ext_proc.v3.ExternalProcessor and \"\" SERVING while epp serves (GIE's meaning)")
+	fs.BoolVar(&o.enableCertReload, "enable-cert-reload", false, "watch --cert-path's tls.crt and tls.key and serve a new certificate without a restart")
+	fs.BoolVar(&o.tracing, "tracing", true, "GIE's OpenTelemetry tracing switch (default true as in GIE); tracing is not implemented yet: epp logs that once at start when this is true")
+	fs.BoolVar(&o.metricsEndpointAuth, "metrics-endpoint-auth", false, "GIE authenticates /metrics with Kubernetes TokenReview (default true there); not available in this build: /metrics is served without authentication and true is refused")
+	fs.DurationVar(&o.requestIdleTimeout, "request-idle-timeout", extproc.DefaultRequestIdleTimeout, "a stream whose request (headers, body chunks) stalls this long before it is answered gets 408 and its buffered body is released; answered streams are never timed (0 disables)")
+	fs.Int64Var(&o.maxBufferedRequestBytes, "max-buffered-request-bytes", extproc.DefaultMaxBufferedBytes, "bound on the request body bytes all streams buffer at once; a chunk over it ends its stream with 503 (413 when the body alone is over it)")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or text")
 	fs.StringVar(&o.endpoints, "endpoints", "", "static pool: comma-separated ip:port list (no Kubernetes)")
 	fs.StringVar(&o.endpointsFile, "endpoints-file", "", "pool from a YAML/JSON file of {address, port, metricsURL?, labels?}; re-read when it changes")
@@ -102,7 +143,8 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	fs.StringVar(&o.models, "models", "", "optional allow-list of model names served by this pool (others get 404)")
 	for _, name := range rejectedFlags {
 		fs.Func(name, "removed: use engineConfigs in the config", func(string) error {
-			return fmt.Errorf("--%s was removed; metric names are chosen per engine (pod label inference.networking.k8s.io/engine-type: vllm, sglang, trtllm), as GIE's engineConfigs do", name)
+			return fmt.Errorf("--%s was removed (GIE refuses it too); metric names are chosen per engine by the pod label %s (%s) and set in the config with core-metrics-extractor's engineConfigs",
+				name, endpoints.EngineLabel, strings.Join(endpoints.EngineNames(), ", "))
 		})
 	}
 	if err := fs.Parse(args); err != nil {
@@ -116,8 +158,17 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q: epp takes flags only (see --help)", fs.Arg(0))
 	}
+	if o.version {
+		fmt.Fprintln(stdout, version.String("epp"))
+		return nil, errVersion
+	}
+	o.set = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
 	return o, o.validate()
 }
+
+// errVersion: --version was printed; run exits 0.
+var errVersion = errors.New("version printed")
 
 func (o *options) validate() error {
 	var errs []error
@@ -158,6 +209,45 @@ func (o *options) validate() error {
 	if o.logFormat != "json" && o.logFormat != "text" {
 		errs = append(errs, fmt.Errorf("--log-format: expected json or text, found %q", o.logFormat))
 	}
+	o.logLevel = levelOfVerbosity(o.verbosity)
+	if o.zapLogLevel != "" {
+		lvl, err := zapLevel(o.zapLogLevel)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		o.logLevel = lvl
+	}
+	if v := o.zapStacktraceLevel; v != "" && v != "info" && v != "error" && v != "panic" {
+		errs = append(errs, fmt.Errorf("--zap-stacktrace-level: expected info, error or panic, found %q", v))
+	}
+	switch o.zapTimeEncoding {
+	case "", "epoch", "millis", "nano", "iso8601", "rfc3339", "rfc3339nano":
+	default:
+		errs = append(errs, fmt.Errorf("--zap-time-encoding: expected epoch, millis, nano, iso8601, rfc3339 or rfc3339nano, found %q", o.zapTimeEncoding))
+	}
+	if o.msMetricsScheme != "http" && o.msMetricsScheme != "https" {
+		errs = append(errs, fmt.Errorf("--model-server-metrics-scheme: expected http or https, found %q", o.msMetricsScheme))
+	}
+	if !strings.HasPrefix(o.msMetricsPath, "/") {
+		errs = append(errs, fmt.Errorf("--model-server-metrics-path: expected an absolute path such as /metrics, found %q", o.msMetricsPath))
+	}
+	if o.msMetricsPort < 0 || o.msMetricsPort > 65535 {
+		errs = append(errs, fmt.Errorf("--model-server-metrics-port: expected 0 (each endpoint's own port) or a port 1..65535, found %d", o.msMetricsPort))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"refresh-prometheus-metrics-interval", o.refreshPromInterval}, {"metrics-scrape-timeout", o.metricsScrapeTimeout}} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("--%s: expected a positive duration, found %v", d.name, d.v))
+		}
+	}
+	if o.requestIdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("--request-idle-timeout: expected a positive duration (0 disables), found %v", o.requestIdleTimeout))
+	}
+	if o.maxBufferedRequestBytes <= 0 {
+		errs = append(errs, fmt.Errorf("--max-buffered-request-bytes: expected a positive size, found %d", o.maxBufferedRequestBytes))
+	}
 	if !o.checkConfig {
 		k8s := o.poolName != "" || o.endpointSelector != ""
 		switch {
@@ -170,6 +260,9 @@ func (o *options) validate() error {
 		}
 		if o.haLeaderElection {
 			errs = append(errs, errors.New("--ha-enable-leader-election: needs Kubernetes mode, not available in this build yet"))
+		}
+		if o.metricsEndpointAuth {
+			errs = append(errs, errors.New("--metrics-endpoint-auth=true: authenticating /metrics needs Kubernetes (TokenReview), not available in this build; /metrics is served without authentication (pass --metrics-endpoint-auth=false)"))
 		}
 	}
 	if o.objectives != "" {
@@ -185,6 +278,78 @@ func (o *options) validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// levelOfVerbosity maps GIE's -v onto slog: 4 and above is debug (GIE's
+// logutil.DEBUG), below is info.
+func levelOfVerbosity(v int) slog.Level {
+	if v >= 4 {
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
+}
+
+// zapLevel maps --zap-log-level as controller-runtime reads it: a zap level
+// name (debug is zap's -1, i.e. V(1)) or an integer N > 0 meaning V(N), then
+// onto slog as -v does. panic (nothing below a panic) is above slog's error.
+func zapLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return levelOfVerbosity(1), nil
+	case "info":
+		return levelOfVerbosity(0), nil
+	case "error":
+		return slog.LevelError, nil
+	case "panic":
+		return slog.LevelError + 4, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 || n > 127 {
+		return slog.LevelInfo, fmt.Errorf("--zap-log-level: expected debug, info, error, panic or an integer 1..127, found %q", s)
+	}
+	return levelOfVerbosity(n), nil
+}
+
+// scrapeBase is the data layer's starting point before the config's
+// data-layer plugins: GIE's defaults, with the --model-server-metrics-*
+// flags given on the command line in their place (the config's parameters
+// override them, as in GIE).
+func (o *options) scrapeBase() endpoints.ScrapeConfig {
+	c := endpoints.DefaultScrapeConfig()
+	if o.set["model-server-metrics-scheme"] {
+		c.Scheme = o.msMetricsScheme
+	}
+	if o.set["model-server-metrics-path"] {
+		c.Path = o.msMetricsPath
+	}
+	if o.set["model-server-metrics-https-insecure-skip-verify"] {
+		c.InsecureSkipVerify = o.msMetricsInsecure
+	}
+	c.Port = uint16(o.msMetricsPort)
+	return c
+}
+
+// flagNote is a start-up log line for a flag given on the command line.
+type flagNote struct{ flag, note string }
+
+// deprecatedFlags are flags GIE marks deprecated; epp warns when one is given.
+var deprecatedFlags = []flagNote{
+	{"model-server-metrics-scheme", "set scheme in the config's metrics-data-source instead"},
+	{"model-server-metrics-path", "set path in the config's metrics-data-source instead"},
+	{"model-server-metrics-https-insecure-skip-verify", "set insecureSkipVerify in the config's metrics-data-source instead"},
+	{"model-server-metrics-port", "GIE will remove it"},
+}
+
+// inertFlags are GIE flags epp accepts without effect; epp says so when one
+// is given.
+var inertFlags = []flagNote{
+	{"refresh-prometheus-metrics-interval", "the pool gauges are computed from the last snapshot when /metrics is scraped, not on a timer"},
+	{"zap-devel", "GIE v1.5.0 ignores it too (its logger is built before the flag is read)"},
+	{"zap-stacktrace-level", "GIE v1.5.0 ignores it too"},
+	{"zap-time-encoding", "GIE v1.5.0 ignores it too"},
+	{"pool-namespace", "Kubernetes discovery is not available in this build"},
+	{"pool-group", "Kubernetes discovery is not available in this build"},
+	{"endpoint-target-ports", "Kubernetes discovery is not available in this build"},
 }
 
 // modelList splits --models.

@@ -28,7 +28,7 @@ func main() {
 // nil, receives the bound addresses once every listener is up (tests).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready chan<- addrs) int {
 	o, err := parseFlags(args, stdout)
-	if errors.Is(err, flag.ErrHelp) {
+	if errors.Is(err, flag.ErrHelp) || errors.Is(err, errVersion) {
 		return 0
 	}
 	if err != nil {
@@ -44,6 +44,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 	for _, n := range loaded.Notes {
 		log.Warn(n)
 	}
+	for _, d := range deprecatedFlags {
+		if o.set[d.flag] {
+			log.Warn("flag deprecated in GIE; still honoured", "flag", "--"+d.flag, "note", d.note)
+		}
+	}
+	for _, d := range inertFlags {
+		if o.set[d.flag] {
+			log.Info("flag accepted for GIE compatibility; it has no effect", "flag", "--"+d.flag, "why", d.note)
+		}
+	}
 	if o.checkConfig {
 		_, _ = stdout.Write(loaded.Effective)
 		return 0
@@ -56,13 +66,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 	return 0
 }
 
-// newLogger maps GIE's -v levels onto slog: 4 and above is debug.
+// newLogger logs at o.logLevel: GIE's -v mapped onto slog (4 and above is
+// debug), or --zap-log-level when given.
 func newLogger(o *options, w io.Writer) *slog.Logger {
-	lvl := slog.LevelInfo
-	if o.verbosity >= 4 {
-		lvl = slog.LevelDebug
-	}
-	hopts := &slog.HandlerOptions{Level: lvl}
+	hopts := &slog.HandlerOptions{Level: o.logLevel}
 	if o.logFormat == "text" {
 		return slog.New(slog.NewTextHandler(w, hopts))
 	}

@@ -174,7 +174,10 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, name := range []string{"inference_pool_ready_pods 2", "inference_objective_request_total", "inference_extension_scheduler_e2e_duration_seconds", "fastepp_endpoint_scrape_duration_seconds", "inference_extension_prefix_indexer_size", "fastepp_endpoint_inflight_requests"} {
+	if v, ok := metricSum(body, "inference_pool_ready_pods"); !ok || v != 2 {
+		t.Errorf("/metrics: inference_pool_ready_pods = %v (found %v), want 2", v, ok)
+	}
+	for _, name := range []string{"inference_objective_request_total", "inference_extension_scheduler_e2e_duration_seconds", "fastepp_endpoint_scrape_duration_seconds", "inference_extension_prefix_indexer_size", "fastepp_endpoint_inflight_requests"} {
 		if !bytes.Contains(body, []byte(name)) {
 			t.Errorf("/metrics lacks %q", name)
 		}

@@ -24,13 +24,14 @@ import (
 	"github.com/fastepp/fastepp/endpoints"
 	"github.com/fastepp/fastepp/extproc"
 	"github.com/fastepp/fastepp/scheduler"
+	"github.com/fastepp/fastepp/version"
 )
 
 // addrs are the bound listener addresses (ports may be 0 in tests).
 type addrs struct{ grpc, health, metrics string }
 
 // healthServices are the names readiness answers for.
-var healthServices = []string{"", "readiness", "envoy.service.ext_proc.v3.ExternalProcessor"}
+var healthServices = []string{"", "readiness", extprocHealthService}
 
 func loadConfig(o *options) (*config.Loaded, error) {
 	var data []byte
@@ -54,40 +55,62 @@ func loadConfig(o *options) (*config.Loaded, error) {
 	return l, nil
 }
 
-// source builds the pool source from the flags.
-func source(o *options, log *slog.Logger) (endpoints.Source, error) {
+// source builds the pool source from the flags; an endpoints file's engine
+// labels are checked against sc's engines.
+func source(o *options, sc endpoints.ScrapeConfig, log *slog.Logger) (endpoints.Source, error) {
 	if o.endpoints != "" {
 		return endpoints.ParseStatic(o.endpoints)
 	}
-	if _, err := endpoints.ReadTargetsFile(o.endpointsFile); err != nil {
+	if _, err := sc.ReadTargetsFile(o.endpointsFile); err != nil {
 		return nil, fmt.Errorf("--endpoints-file: %w", err)
 	}
-	return &endpoints.FileSource{Path: o.endpointsFile, Logger: log}, nil
+	return &endpoints.FileSource{Path: o.endpointsFile, Logger: log, Scrape: sc}, nil
 }
 
+// extprocHealthService is the ext_proc service name gRPC health reports.
+const extprocHealthService = "envoy.service.ext_proc.v3.ExternalProcessor"
+
 func serve(ctx context.Context, o *options, l *config.Loaded, log *slog.Logger, ready chan<- addrs) error {
-	src, err := source(o, log)
+	// The config's data-layer parameters override the
+	// --model-server-metrics-* flags, which override GIE's defaults.
+	sc, err := endpoints.ScrapeConfigOver(o.scrapeBase(), l.DataLayer)
 	if err != nil {
 		return err
+	}
+	src, err := source(o, sc, log)
+	if err != nil {
+		return err
+	}
+	log.Info("epp starting", "version", version.String("epp"))
+	if o.tracing {
+		log.Info("OpenTelemetry tracing is not implemented yet: no traces are exported (--tracing is on, GIE's default; --tracing=false silences this line)")
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	sched := scheduler.New(l.Plan)
 	pm := newPoolMetrics(reg)
+	pm.PoolName = o.poolName
 	pool := endpoints.NewPool(sched, src, endpoints.Options{
 		RefreshInterval:    o.refreshMetricsInterval,
 		StalenessThreshold: o.metricsStalenessThreshold,
-		Scrape:             l.Scrape,
+		ScrapeTimeout:      o.metricsScrapeTimeout,
+		Scrape:             sc,
 		Logger:             log,
 		OnScrape:           pm.onScrape,
 	})
 	defer pool.Close()
 	pm.register(reg, pool, l.Plan)
 
+	idle := o.requestIdleTimeout
+	if idle == 0 {
+		idle = -1 // --request-idle-timeout 0 disables the limit (extproc: negative)
+	}
 	xp, err := extproc.New(sched, extproc.Options{
 		BodyMode:            o.bodyMode,
 		MaxBodyBytes:        o.maxRequestBodySize,
+		RequestIdleTimeout:  idle,
+		MaxBufferedBytes:    o.maxBufferedRequestBytes,
 		Logger:              log,
 		Models:              o.modelList(),
 		DisableSubsetFilter: o.disableSubsetFilter,
@@ -99,8 +122,13 @@ func serve(ctx context.Context, o *options, l *config.Loaded, log *slog.Logger, 
 	}
 
 	gopts := extproc.GRPCServerOptions(o.maxRequestBodySize)
+	if o.enableCertReload && (!o.secureServing || o.certPath == "") {
+		log.Warn("--enable-cert-reload has no effect without --secure-serving and --cert-path (as in GIE)")
+	}
 	if o.secureServing {
-		tc, err := serverTLS(o.certPath)
+		tlsCtx, stopTLS := context.WithCancel(ctx) // ends the certificate reloader with serve
+		defer stopTLS()
+		tc, err := serverTLS(tlsCtx, o.certPath, o.enableCertReload, log)
 		if err != nil {
 			return err
 		}
@@ -108,6 +136,14 @@ func serve(ctx context.Context, o *options, l *config.Loaded, log *slog.Logger, 
 	}
 	gs := grpc.NewServer(gopts...)
 	xp.Register(gs)
+	// --health-checking: gRPC health on the ext_proc port as well, as GIE
+	// does: "" and the ext_proc service SERVING until shutdown starts.
+	var xpHealth *health.Server
+	if o.healthChecking {
+		xpHealth = health.NewServer()
+		xpHealth.SetServingStatus(extprocHealthService, healthpb.HealthCheckResponse_SERVING)
+		healthpb.RegisterHealthServer(gs, xpHealth)
+	}
 
 	hs := health.NewServer()
 	for _, s := range healthServices {
@@ -191,6 +227,9 @@ func serve(ctx context.Context, o *options, l *config.Loaded, log *slog.Logger, 
 	}
 	stopReady()
 	hs.Shutdown() // every service NOT_SERVING: the gateway stops sending
+	if xpHealth != nil {
+		xpHealth.Shutdown()
+	}
 	done := make(chan struct{})
 	go func() { gs.GracefulStop(); close(done) }()
 	select {

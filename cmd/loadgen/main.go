@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/fastepp/fastepp/loadgen"
+	"github.com/fastepp/fastepp/version"
 )
 
 const usage = `loadgen: open-loop load generation, SLO sweeps and capacity plans for
@@ -29,6 +30,7 @@ Usage:
                 [--stage-duration 30s] [--precision 0.05] [--max-probes 12] [--replicas N]
   loadgen plan  --target-rate R [--margin 0.2] SWEEP.json [SWEEP.json ...]
   loadgen validate -c config.yaml
+  loadgen version                      (also --version) print the version
 
 run     Sends the config's stages open loop (requests leave on schedule whatever
         the server does; closed loop only for load.type concurrent). Shows live
@@ -92,8 +94,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, version.String("loadgen"))
+		return 0
 	default:
-		fmt.Fprintf(stderr, "loadgen: unknown command %q (expected run, sweep, plan or validate)\n\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "loadgen: unknown command %q (expected run, sweep, plan, validate or version)\n\n%s", args[0], usage)
 		return 2
 	}
 	if errors.Is(err, flag.ErrHelp) {

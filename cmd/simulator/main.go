@@ -18,6 +18,7 @@ import (
 	simconfig "github.com/fastepp/fastepp/configs/simulator"
 	"github.com/fastepp/fastepp/simulator"
 	"github.com/fastepp/fastepp/simulator/engine"
+	"github.com/fastepp/fastepp/version"
 )
 
 func main() {
@@ -97,6 +98,7 @@ func run(args []string, stdout, stderr io.Writer, wait func()) int {
 	seed := fs.Uint64("seed", 1, "seed for generated ids, text and injected failures")
 	explain := fs.Bool("explain", false, "print the KV capacity, TTFT and decode figures of the configuration and exit")
 	list := fs.Bool("list-profiles", false, "print the built-in profile files and exit")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {} // parse errors print one line; --help prints the full text below
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -110,6 +112,10 @@ func run(args []string, stdout, stderr io.Writer, wait func()) int {
 	}
 	if fs.NArg() > 0 {
 		return usageError(stderr, fmt.Errorf("unexpected argument %q: flags only (see --help)", fs.Arg(0)))
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version.String("simulator"))
+		return 0
 	}
 	if *list {
 		for _, name := range []string{"gpus.yaml", "models.yaml"} {
