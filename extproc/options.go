@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 )
 
@@ -111,6 +113,16 @@ type Options struct {
 	// current snapshot. Any other name is counted under OtherModel, so
 	// clients cannot grow the number of series.
 	Registerer prometheus.Registerer
+	// Tracer, when set, traces requests with OpenTelemetry as GIE does: one
+	// server span "gateway.request" per stream, from the request headers to
+	// the end of the response, child of the span the request headers carry
+	// (W3C traceparent), with the model, target model, chosen endpoint and
+	// status as attributes; the span's context is added to the upstream
+	// request's headers. Nil: no tracing, and nothing is paid for it.
+	Tracer trace.Tracer
+	// Propagator reads and writes the trace headers; nil means W3C trace
+	// context and baggage.
+	Propagator propagation.TextMapPropagator
 }
 
 // GRPCServerOptions returns the grpc.ServerOptions the ext_proc listener

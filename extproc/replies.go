@@ -119,8 +119,9 @@ func (r *replies) wire() {
 // decisionReply fills the answer that routes the request: destination header
 // and envoy.lb metadata (same string), a generated x-request-id, Content-Length
 // when the body changed, ClearRouteCache; on the body answer (BUFFERED, with
-// the new body when changed) or the headers answer.
-func (r *replies) decisionReply(destBytes []byte, dest string, reqID []byte, contentLen []byte, onBody bool, newBody []byte) *extprocv3.ProcessingResponse {
+// the new body when changed) or the headers answer. extra are more headers
+// to set (trace context).
+func (r *replies) decisionReply(destBytes []byte, dest string, reqID []byte, contentLen []byte, extra []*corev3.HeaderValueOption, onBody bool, newBody []byte) *extprocv3.ProcessingResponse {
 	if !r.wired {
 		r.wire()
 	}
@@ -134,6 +135,7 @@ func (r *replies) decisionReply(destBytes []byte, dest string, reqID []byte, con
 		r.contentLen.RawValue = contentLen
 		set = append(set, &r.cLenO)
 	}
+	set = append(set, extra...)
 	r.hm.SetHeaders = set
 	r.common.ClearRouteCache = true
 	r.common.BodyMutation = nil

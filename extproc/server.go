@@ -19,6 +19,8 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -87,6 +89,9 @@ type Server struct {
 
 	errLog, warnLog logLimiter
 
+	tracer     trace.Tracer // nil: no tracing
+	propagator propagation.TextMapPropagator
+
 	open atomic.Int64
 }
 
@@ -129,6 +134,11 @@ func New(sched *scheduler.Scheduler, opts Options) (*Server, error) {
 		noSubset:    opts.DisableSubsetFilter,
 		m:           m,
 		intern:      map[string]string{},
+		tracer:      opts.Tracer,
+		propagator:  opts.Propagator,
+	}
+	if s.propagator == nil {
+		s.propagator = defaultPropagator()
 	}
 	if s.maxBody == 0 {
 		s.maxBody = DefaultMaxBodyBytes
@@ -191,6 +201,9 @@ const (
 type stream struct {
 	srv *Server
 	ps  extprocv3.ExternalProcessor_ProcessServer
+
+	span    trace.Span      // the request's span (Options.Tracer), else nil
+	spanCtx context.Context // its context, for injection
 
 	first        bool
 	observe      bool // the current message is in observability mode: answer nothing
@@ -283,6 +296,7 @@ func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) (err erro
 	st.startIdle()
 	defer func() {
 		r := recover()
+		st.endSpan()
 		st.stopIdle()
 		st.unbuffer()
 		st.release()
@@ -484,6 +498,7 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders) (bool, error) {
 	if len(st.path) == 0 {
 		st.path = fallback
 	}
+	st.startSpan(h.GetHeaders().GetHeaders())
 	if len(st.requestIDRaw) == 0 {
 		st.requestID, st.genID = uuid.NewString(), true
 	}
@@ -741,11 +756,12 @@ func (st *stream) pick(body []byte, bodySeen bool) (bool, error) {
 		st.clBuf = strconv.AppendInt(st.clBuf[:0], int64(len(out)), 10)
 		cl = st.clBuf
 	}
+	traceHdrs := st.traceDecision(origModel, target, dest)
 	st.phase = phResponse
 	if !st.buffered || !bodySeen {
 		// FULL_DUPLEX_STREAMED or headers-only: the headers answer, then the
 		// body echo (an empty body is one empty message with EndOfStream).
-		if err := st.send(st.rep.decisionReply(st.dest, dest, reqID, cl, false, nil)); err != nil || !bodySeen {
+		if err := st.send(st.rep.decisionReply(st.dest, dest, reqID, cl, traceHdrs, false, nil)); err != nil || !bodySeen {
 			return false, err
 		}
 		return false, st.echo(out)
@@ -755,7 +771,7 @@ func (st *stream) pick(body []byte, bodySeen bool) (bool, error) {
 	if changed {
 		newBody = out
 	}
-	return false, st.send(st.rep.decisionReply(st.dest, dest, reqID, cl, true, newBody))
+	return false, st.send(st.rep.decisionReply(st.dest, dest, reqID, cl, traceHdrs, true, newBody))
 }
 
 // echo sends body back in chunks of at most echoChunk bytes, the last with
@@ -915,6 +931,7 @@ func (st *stream) fail(code int, msg string) (bool, error) {
 // debug is on), warn and error lines at most one per second each.
 func (st *stream) failAt(level slog.Level, code int, msg string) (bool, error) {
 	s := st.srv
+	st.traceStatus(code, msg)
 	switch {
 	case level >= slog.LevelError:
 		if ok, skipped := s.errLog.allow(); ok {

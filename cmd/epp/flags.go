@@ -51,6 +51,7 @@ type options struct {
 	maxBufferedRequestBytes        int64
 	version                        bool
 	set                            map[string]bool // flags given on the command line
+	stdout                         io.Writer       // run's stdout (the console trace exporter writes there)
 
 	endpoints          string
 	endpointsFile      string
@@ -125,7 +126,7 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	fs.DurationVar(&o.metricsScrapeTimeout, "metrics-scrape-timeout", endpoints.DefaultScrapeTimeout, "longest one model-server metrics scrape may take (connect, headers, body); a slower one fails")
 	fs.BoolVar(&o.healthChecking, "health-checking", false, "also serve gRPC health on the ext_proc port: envoy.service.ext_proc.v3.ExternalProcessor and \"\" SERVING while epp serves (GIE's meaning)")
 	fs.BoolVar(&o.enableCertReload, "enable-cert-reload", false, "watch --cert-path's tls.crt and tls.key and serve a new certificate without a restart")
-	fs.BoolVar(&o.tracing, "tracing", true, "GIE's OpenTelemetry tracing switch (default true as in GIE); tracing is not implemented yet: epp logs that once at start when this is true")
+	fs.BoolVar(&o.tracing, "tracing", true, "OpenTelemetry tracing as in GIE (default true): a span per request; exporter, endpoint, sampler (default parentbased_traceidratio 0.1) and service name from the standard OTEL_* variables. Without OTEL_TRACES_EXPORTER or an OTLP endpoint nothing is exported (GIE prints spans to stdout)")
 	fs.BoolVar(&o.metricsEndpointAuth, "metrics-endpoint-auth", false, "GIE authenticates /metrics with Kubernetes TokenReview (default true there); not available in this build: /metrics is served without authentication and true is refused")
 	fs.DurationVar(&o.requestIdleTimeout, "request-idle-timeout", extproc.DefaultRequestIdleTimeout, "a stream whose request (headers, body chunks) stalls this long before it is answered gets 408 and its buffered body is released; answered streams are never timed (0 disables)")
 	fs.Int64Var(&o.maxBufferedRequestBytes, "max-buffered-request-bytes", extproc.DefaultMaxBufferedBytes, "bound on the request body bytes all streams buffer at once; a chunk over it ends its stream with 503 (413 when the body alone is over it)")
@@ -162,6 +163,7 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 		fmt.Fprintln(stdout, version.String("epp"))
 		return nil, errVersion
 	}
+	o.stdout = stdout
 	o.set = map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
 	return o, o.validate()

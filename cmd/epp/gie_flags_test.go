@@ -295,7 +295,7 @@ func TestHealthCheckingFlag(t *testing.T) {
 		cancel()
 		<-done.c
 		logs.mu.Lock()
-		traced := strings.Contains(logs.w.(*bytes.Buffer).String(), "OpenTelemetry tracing is not implemented yet")
+		traced := strings.Contains(logs.w.(*bytes.Buffer).String(), `"msg":"tracing","exporter":"off: no exporter`)
 		logs.mu.Unlock()
 		if traced != on {
 			t.Errorf("--tracing=%v: tracing line logged = %v", on, traced)

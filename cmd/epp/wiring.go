@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -82,8 +83,19 @@ func serve(ctx context.Context, o *options, l *config.Loaded, log *slog.Logger, 
 		return err
 	}
 	log.Info("epp starting", "version", version.String("epp"))
+	var tracer trace.Tracer
 	if o.tracing {
-		log.Info("OpenTelemetry tracing is not implemented yet: no traces are exported (--tracing is on, GIE's default; --tracing=false silences this line)")
+		tr, err := initTracing(ctx, os.LookupEnv, o.stdout, log)
+		if err != nil {
+			return fmt.Errorf("--tracing: %w", err)
+		}
+		defer func() {
+			if err := tr.shutdown(context.Background()); err != nil {
+				log.Warn("tracing: flushing spans at shutdown failed", "err", err)
+			}
+		}()
+		tracer = tr.tracer
+		log.Info("tracing", "exporter", tr.what)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -116,6 +128,7 @@ func serve(ctx context.Context, o *options, l *config.Loaded, log *slog.Logger, 
 		DisableSubsetFilter: o.disableSubsetFilter,
 		Registerer:          reg,
 		Priority:            o.priority,
+		Tracer:              tracer,
 	})
 	if err != nil {
 		return err
