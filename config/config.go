@@ -34,9 +34,66 @@ var DefaultYAML []byte
 // APIVersions accepted in apiVersion.
 var APIVersions = []string{"inference.networking.x-k8s.io/v1alpha1", "llm-d.ai/v1alpha1"}
 
-// FeatureGates fastepp knows. flowControl is accepted for compatibility;
-// fastepp does not queue requests in the picker (see Loaded.Notes).
-var FeatureGates = []string{"flowControl", "prepareDataPlugins"}
+// FeatureGates fastepp knows: GIE v1.5.0's three (flowControl, dataLayer,
+// enableLegacyMetrics), accepted and inert, each with a note in
+// Loaded.Notes, and prepareDataPlugins (earlier GIE releases).
+var FeatureGates = []string{"flowControl", "dataLayer", "enableLegacyMetrics", "prepareDataPlugins"}
+
+// gateNotes say why an accepted feature gate changes nothing.
+var gateNotes = map[string]string{
+	"flowControl":         "feature gate flowControl: accepted; fastepp does not queue requests in the picker (sheddable requests get 429 when the pool is saturated)",
+	"dataLayer":           "feature gate dataLayer: accepted; fastepp always scrapes through its data layer (the gate is obsolete in GIE v1.5.0 too)",
+	"enableLegacyMetrics": "feature gate enableLegacyMetrics: accepted; fastepp has one scraper, configured by dataLayer (GIE's legacy polling and its metric-name flags are not offered)",
+}
+
+// unsupported are the plugin types GIE v1.5.0 registers that fastepp refuses:
+// why, and what to use instead. They are not in the registry, so a config
+// that names one fails with this explanation instead of "unknown type".
+var unsupported = map[string]struct{ why, instead string }{
+	// Latency prediction: GIE's latency-predictor sidecars.
+	"predicted-latency-scorer":   {whyLatency, "queue-scorer, kv-cache-utilization-scorer and prefix-cache-scorer (the default profile)"},
+	"latency-scorer":             {whyLatency, "queue-scorer, kv-cache-utilization-scorer and prefix-cache-scorer (the default profile)"},
+	"predicted-latency-producer": {whyLatency, "nothing: no fastepp plugin reads latency predictions; remove it"},
+	"latency-slo-admitter":       {whyLatency, "a saturationDetector (utilization-detector or concurrency-detector), which sheds sheddable requests while the pool is saturated"},
+	"slo-headroom-tier-filter":   {whyLatency, "utilization-detector or concurrency-detector as a filter in the profile, which drops overloaded endpoints"},
+	// Flow control: fastepp queues nothing in the picker.
+	"global-strict-fairness-policy":        {whyFlowControl, insteadFlowControl},
+	"round-robin-fairness-policy":          {whyFlowControl, insteadFlowControl},
+	"fcfs-ordering-policy":                 {whyFlowControl, insteadFlowControl},
+	"edf-ordering-policy":                  {whyFlowControl, insteadFlowControl},
+	"slo-deadline-ordering-policy":         {whyFlowControl, insteadFlowControl},
+	"static-usage-limit-policy":            {whyFlowControl, insteadFlowControl},
+	"eviction-priority-then-time-ordering": {whyFlowControl, insteadFlowControl},
+	"eviction-sheddable-filter":            {whyFlowControl, insteadFlowControl},
+	// Kubernetes notifications: no Kubernetes discovery yet.
+	"k8s-notification-source":      {whyKubernetes, insteadKubernetes},
+	"endpoint-notification-source": {whyKubernetes, insteadKubernetes},
+	// Request control and parsing that fastepp's ext_proc server does not do.
+	"request-attribute-reporter": {"it evaluates CEL expressions over the response usage and returns them as ext_proc dynamic metadata; fastepp evaluates no CEL and its ext_proc server sends no such metadata",
+		"remove it; fastepp reads the same usage for its token metrics (inference_objective_input_tokens, inference_objective_output_tokens)"},
+	"passthrough-parser": {"fastepp's ext_proc server reads every request body as OpenAI JSON in one pass (model, prompt, stream) and answers 400 to a body that is not JSON; passing bodies through uninterpreted needs ext_proc support it does not have",
+		"openai-parser (the default: omit the parser section)"},
+	"vllmgrpc-parser": {"fastepp's ext_proc server reads OpenAI HTTP request bodies; it does not parse vLLM's gRPC payloads",
+		"vLLM's OpenAI-compatible HTTP API with openai-parser (the default: omit the parser section)"},
+}
+
+const (
+	whyLatency         = "it needs GIE's latency-predictor sidecars (training and prediction servers), which fastepp does not run"
+	whyFlowControl     = "it is a flow-control policy, and fastepp has no flow-control layer: it queues no requests in the picker"
+	insteadFlowControl = "remove it; sheddable requests (priority < 0) get 429 while the saturationDetector reports saturation"
+	whyKubernetes      = "it watches Kubernetes objects, and fastepp has no Kubernetes discovery yet"
+	insteadKubernetes  = "remove it (and its dataLayer.sources entry); endpoints come from --endpoints or --endpoints-file"
+)
+
+// UnsupportedTypes lists the GIE plugin types fastepp refuses, sorted.
+func UnsupportedTypes() []string {
+	ts := make([]string, 0, len(unsupported))
+	for t := range unsupported {
+		ts = append(ts, t)
+	}
+	slices.Sort(ts)
+	return ts
+}
 
 // Bounds on a configuration: far above any real one, low enough that a
 // hostile or broken file costs milliseconds and megabytes, not minutes.
@@ -61,8 +118,13 @@ type Loaded struct {
 	FeatureGates []string
 	// Effective is the configuration with every default filled in, as YAML.
 	Effective []byte
-	// Notes are things the operator should know (gates accepted but inert).
+	// Notes are things the operator should know: feature gates accepted but
+	// inert, parameters ignored as GIE ignores them, plugins that take no
+	// part here, how plugins were bound to each other.
 	Notes []string
+	// Parser is the plugin the parser section names (nil when there is none:
+	// fastepp's ext_proc server reads OpenAI bodies either way).
+	Parser scheduler.Plugin
 }
 
 // Error is a configuration error with its line (0 when unknown).
@@ -152,6 +214,7 @@ type entry struct {
 	picker  scheduler.Picker
 	handler scheduler.ProfileHandler
 	sat     scheduler.SaturationDetector
+	passive scorers.Passive // set for the data-layer-kind types that take no part in a pick
 }
 
 func newEntry(name, typ string, kind scheduler.Kind, plug scheduler.Plugin, p *params) *entry {
@@ -161,6 +224,7 @@ func newEntry(name, typ string, kind scheduler.Kind, plug scheduler.Plugin, p *p
 	e.picker, _ = plug.(scheduler.Picker)
 	e.handler, _ = plug.(scheduler.ProfileHandler)
 	e.sat, _ = plug.(scheduler.SaturationDetector)
+	e.passive, _ = plug.(scorers.Passive)
 	return e
 }
 
@@ -189,6 +253,7 @@ type builder struct {
 	profiles   []profileSpec
 	satRef     *yaml.Node
 	satLegacy  *yaml.Node
+	parserRef  *yaml.Node // parser.pluginRef
 	dlSources  []dlSource // dataLayer.sources
 	gates      []string
 	notes      []string
@@ -232,9 +297,22 @@ func list(n *yaml.Node, where string) ([]*yaml.Node, error) {
 }
 
 func (b *builder) decode(root *yaml.Node) error {
-	top, err := fields(root, "EndpointPickerConfig", "apiVersion", "kind", "featureGates", "plugins", "schedulingProfiles", "saturationDetector", "dataLayer")
+	top, err := fields(root, "EndpointPickerConfig", "apiVersion", "kind", "featureGates", "plugins", "schedulingProfiles", "saturationDetector", "dataLayer", "flowControl", "parser")
 	if err != nil {
 		return err
+	}
+	if n := top["flowControl"]; n != nil {
+		return errAt(n, "flowControl: not supported by fastepp: it has no flow-control layer and queues no requests in the picker; instead: remove the section (the flowControl feature gate is accepted and inert; sheddable requests get 429 while the saturationDetector reports saturation)")
+	}
+	if n := top["parser"]; n != nil {
+		f, err := fields(n, "parser", "pluginRef")
+		if err != nil {
+			return err
+		}
+		if f["pluginRef"] == nil {
+			return errAt(n, "parser: pluginRef is required (the name of an openai-parser plugin)")
+		}
+		b.parserRef = f["pluginRef"]
 	}
 	if n := top["apiVersion"]; n != nil {
 		v, err := str(n, "apiVersion")
@@ -269,8 +347,8 @@ func (b *builder) decode(root *yaml.Node) error {
 				return errAt(it, "featureGates: unknown gate %q; known: %s", g, strings.Join(FeatureGates, ", "))
 			}
 			b.gates = append(b.gates, g)
-			if g == "flowControl" {
-				b.notes = append(b.notes, "feature gate flowControl: accepted; fastepp does not queue requests in the picker (sheddable requests get 429 when the pool is saturated)")
+			if note, ok := gateNotes[g]; ok {
+				b.notes = append(b.notes, note)
 			}
 		}
 	}
@@ -384,6 +462,9 @@ func (b *builder) decodePlugin(i int, n *yaml.Node) error {
 	}
 	where = fmt.Sprintf("plugin %q (type %s)", name, typ)
 	fac, ok := b.reg.Lookup(typ)
+	if u, refused := unsupported[typ]; refused && !ok {
+		return errAt(tn, "%s: not supported by fastepp: %s; instead: %s", where, u.why, u.instead)
+	}
 	if !ok {
 		return errAt(tn, "%s: %v", where, &scheduler.UnknownTypeError{Type: typ, Known: b.reg.Types()})
 	}
@@ -523,6 +604,11 @@ func (b *builder) build() (*Loaded, error) {
 			if e == nil {
 				return nil, errAt(r.node, "profile %q: pluginRef %q names no plugin; defined: %s", ps.name, r.ref, b.names())
 			}
+			if e.passive != nil {
+				// GIE ignores plugins of no scheduling role in a profile.
+				b.notes = append(b.notes, fmt.Sprintf("profile %q: plugin %q (type %s) is a %s and takes no part in a pick; ignored there, as GIE ignores it", ps.name, e.name, e.typ, e.passive.Role()))
+				continue
+			}
 			if r.weight != nil && e.kind != scheduler.KindScorer {
 				return nil, errAt(r.node, "profile %q: plugin %q (type %s) is a %s: weight applies to scorers only", ps.name, e.name, e.typ, e.kind)
 			}
@@ -614,10 +700,20 @@ func (b *builder) build() (*Loaded, error) {
 		b.byName[e.name] = e
 		sat = e.sat
 	default:
+		// GIE uses the plugin named utilization-detector, else a new one with
+		// defaults; fastepp also takes the first of type utilization-detector
+		// (another detector type, such as concurrency-detector, is used for
+		// shedding only when saturationDetector names it, as in GIE).
+		if e := b.byName[scorers.UtilizationDetectorType]; e != nil {
+			if e.sat == nil {
+				return nil, errAt(&yaml.Node{Line: e.line}, "plugin %q (type %s) is a %s; with no saturationDetector section, the plugin named %s is the saturation detector, as in GIE; rename it or add saturationDetector.pluginRef",
+					e.name, e.typ, e.kind, scorers.UtilizationDetectorType)
+			}
+			sat = e.sat
+		}
 		for _, e := range b.entries {
-			if e.kind == scheduler.KindSaturation {
+			if sat == nil && e.typ == scorers.UtilizationDetectorType {
 				sat = e.sat
-				break
 			}
 		}
 		if sat == nil {
@@ -642,8 +738,12 @@ func (b *builder) build() (*Loaded, error) {
 			if e == nil {
 				return nil, errAt(r, "dataLayer: pluginRef %q names no plugin; defined: %s", ref, b.names())
 			}
-			if e.kind != scheduler.KindDataLayer {
-				return nil, errAt(r, "dataLayer: plugin %q (type %s) is a %s; known data-layer types: %s", ref, e.typ, e.kind, strings.Join(b.reg.TypesOf(scheduler.KindDataLayer), ", "))
+			if e.kind != scheduler.KindDataLayer || e.passive != nil {
+				kind := string(e.kind)
+				if e.passive != nil {
+					kind = e.passive.Role()
+				}
+				return nil, errAt(r, "dataLayer: plugin %q (type %s) is a %s; known data-layer types: %s", ref, e.typ, kind, strings.Join(b.dataLayerTypes(), ", "))
 			}
 			dl = append(dl, e.plugin)
 			names = append(names, ref)
@@ -654,29 +754,103 @@ func (b *builder) build() (*Loaded, error) {
 	if err != nil {
 		return nil, &Error{Msg: err.Error()}
 	}
+	// Parser.
+	var parser scheduler.Plugin
+	if b.parserRef != nil {
+		ref, err := str(b.parserRef, "parser.pluginRef")
+		if err != nil {
+			return nil, err
+		}
+		e := b.byName[ref]
+		if e == nil {
+			return nil, errAt(b.parserRef, "parser: pluginRef %q names no plugin; defined: %s", ref, b.names())
+		}
+		if e.passive == nil || e.passive.Role() != scorers.RoleParser {
+			return nil, errAt(b.parserRef, "parser: plugin %q (type %s) is not a parser; known parser types: %s", ref, e.typ, strings.Join(b.parserTypes(), ", "))
+		}
+		parser = e.plugin
+	}
 	var plugins []scheduler.Plugin
 	for _, e := range b.entries {
 		plugins = append(plugins, e.plugin)
+	}
+	if err := b.bind(plugins, profiles); err != nil {
+		return nil, err
 	}
 	plan, err := scheduler.NewPlan(handler, profiles, sat, plugins)
 	if err != nil {
 		return nil, &Error{Msg: err.Error()}
 	}
-	eff, err := b.effective(profiles, sat, dlNames)
+	eff, err := b.effective(profiles, sat, dlNames, parser)
 	if err != nil {
 		return nil, err
 	}
-	return &Loaded{Plan: plan, DataLayer: dl, Scrape: scrape, FeatureGates: b.gates, Effective: eff, Notes: b.notes}, nil
+	return &Loaded{Plan: plan, DataLayer: dl, Scrape: scrape, FeatureGates: b.gates, Effective: eff, Notes: b.notes, Parser: parser}, nil
 }
 
+// bind collects each plugin's notes (scorers.Noter) and lets the plugins
+// that work with others find them (scorers.Binder), once, before the plan is
+// made. Notes name the plugin; an error names it and its line.
+func (b *builder) bind(plugins []scheduler.Plugin, profiles []*scheduler.Profile) error {
+	for _, e := range b.entries {
+		if n, ok := e.plugin.(scorers.Noter); ok {
+			for _, note := range n.Notes() {
+				b.notes = append(b.notes, fmt.Sprintf("plugin %q (type %s): %s", e.name, e.typ, note))
+			}
+		}
+	}
+	for _, e := range b.entries {
+		bd, ok := e.plugin.(scorers.Binder)
+		if !ok {
+			continue
+		}
+		notes, err := bd.Bind(plugins, profiles)
+		if err != nil {
+			return errAt(&yaml.Node{Line: e.line}, "plugin %q (type %s): %v", e.name, e.typ, err)
+		}
+		for _, note := range notes {
+			b.notes = append(b.notes, fmt.Sprintf("plugin %q (type %s): %s", e.name, e.typ, note))
+		}
+	}
+	return nil
+}
+
+// dataLayerTypes lists the registered types dataLayer.sources may name: the
+// data-layer kind without the scorers.Passive types registered under it.
+func (b *builder) dataLayerTypes() []string {
+	var ts []string
+	for _, t := range b.reg.TypesOf(scheduler.KindDataLayer) {
+		if f, _ := b.reg.Lookup(t); !isPassive(f.Proto) {
+			ts = append(ts, t)
+		}
+	}
+	return ts
+}
+
+// parserTypes lists the registered parser types.
+func (b *builder) parserTypes() []string {
+	var ts []string
+	for _, t := range b.reg.TypesOf(scheduler.KindDataLayer) {
+		if f, _ := b.reg.Lookup(t); isPassive(f.Proto) && f.Proto.(scorers.Passive).Role() == scorers.RoleParser {
+			ts = append(ts, t)
+		}
+	}
+	return ts
+}
+
+func isPassive(p scheduler.Plugin) bool { _, ok := p.(scorers.Passive); return ok }
+
 // effective renders the configuration with all defaults.
-func (b *builder) effective(profiles []*scheduler.Profile, sat scheduler.SaturationDetector, dataLayer [][]string) ([]byte, error) {
+func (b *builder) effective(profiles []*scheduler.Profile, sat scheduler.SaturationDetector, dataLayer [][]string, parser scheduler.Plugin) ([]byte, error) {
 	type kv = yaml.Node
 	doc := &yaml.Node{Kind: yaml.MappingNode}
 	add := func(m *yaml.Node, k string, v *yaml.Node) {
 		m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: k}, v)
 	}
 	scalar := func(v any) *yaml.Node {
+		if n, ok := v.(*yaml.Node); ok { // a structured parameter (params.Decode), as given
+			return n
+		}
 		n := &yaml.Node{}
 		if err := n.Encode(v); err != nil {
 			return &yaml.Node{Kind: yaml.ScalarNode, Value: fmt.Sprint(v)}
@@ -759,6 +933,11 @@ func (b *builder) effective(profiles []*scheduler.Profile, sat scheduler.Saturat
 		dl := &kv{Kind: yaml.MappingNode}
 		add(dl, "sources", srcs)
 		add(doc, "dataLayer", dl)
+	}
+	if parser != nil {
+		m := &kv{Kind: yaml.MappingNode}
+		add(m, "pluginRef", scalar(parser.Name()))
+		add(doc, "parser", m)
 	}
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)

@@ -8,7 +8,8 @@ import (
 
 // FuzzLoad: any input either loads (and its effective config loads again to
 // the same text) or fails with an error; it never panics. Seeds are the
-// golden configs, so plain `go test` runs them.
+// golden configs and one config per parameter of every plugin type
+// (everyParam), so plain `go test` runs them.
 func FuzzLoad(f *testing.F) {
 	files, _ := filepath.Glob("testdata/*/*.yaml")
 	for _, p := range files {
@@ -17,6 +18,14 @@ func FuzzLoad(f *testing.F) {
 	}
 	f.Add([]byte("plugins: [&a {type: queue-scorer}, *a]"))
 	f.Add([]byte("plugins:\n- type: prefix-cache-scorer\n  parameters: {blockSizeTokens: !!float 1e9}"))
+	f.Add([]byte("plugins:\n- type: prefix-cache-scorer\n  parameters: {blockSize: 256}"))
+	f.Add([]byte("plugins:\n- type: core-metrics-extractor\n  parameters:\n    engineConfigs: &e [{name: a, kvUsageSpec: k}]\n- name: c2\n  type: core-metrics-extractor\n  parameters: {engineConfigs: *e}"))
+	f.Add([]byte("plugins:\n- type: core-metrics-extractor\n  parameters:\n    engineConfigs:\n    - name: a # mine\n      kvUsageSpec: 'k{x=\"1\"}'\n    -   name: b\n        cacheInfoSpec: c\n        kvUsageSpec: k\n"))
+	for typ, params := range everyParam {
+		for _, p := range params {
+			f.Add([]byte(pluginYAML(typ, [][2]string{p})))
+		}
+	}
 	reg := NewRegistry()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		l, err := Load(data, reg)

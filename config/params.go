@@ -154,6 +154,56 @@ func (p *params) Duration(name string, def time.Duration) (time.Duration, error)
 	return d, nil
 }
 
+// Decode decodes the structured parameter name (a list or a mapping, such as
+// core-metrics-extractor's engineConfigs) into v; a *yaml.Node receives the
+// node itself, with its lines, for the plugin to check. An absent parameter
+// leaves v as it is. The value is recorded for the effective configuration
+// with aliases expanded, so the rendering stands alone. This is beyond
+// scheduler.Params: plugins reach it with a checked type assertion.
+func (p *params) Decode(name string, v any) error {
+	n := p.find(name)
+	if n == nil {
+		return nil
+	}
+	budget := maxDecodedNodes
+	c, err := expand(n, &budget, 0)
+	if err != nil {
+		return &paramError{n.Line, fmt.Sprintf("parameter %q: %v", name, err)}
+	}
+	if err := c.Decode(v); err != nil {
+		return &paramError{n.Line, fmt.Sprintf("parameter %q: %v", name, err)}
+	}
+	p.record(name, c)
+	return nil
+}
+
+// maxDecodedNodes bounds a structured parameter once aliases are expanded
+// (a few aliases can otherwise stand for billions of nodes).
+const maxDecodedNodes = 100000
+
+// expand copies n with aliases replaced by copies of what they name and
+// anchors dropped, spending one unit of budget per node.
+func expand(n *yaml.Node, budget *int, depth int) (*yaml.Node, error) {
+	if *budget--; *budget < 0 || depth > 100 {
+		return nil, fmt.Errorf("expected a value of at most %d nodes nested at most 100 deep (aliases expanded), found more", maxDecodedNodes)
+	}
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		return expand(n.Alias, budget, depth+1)
+	}
+	c := *n
+	c.Anchor, c.Alias = "", nil
+	c.HeadComment, c.LineComment, c.FootComment = "", "", ""
+	c.Content = nil
+	for _, k := range n.Content {
+		e, err := expand(k, budget, depth+1)
+		if err != nil {
+			return nil, err
+		}
+		c.Content = append(c.Content, e)
+	}
+	return &c, nil
+}
+
 // unused lists given keys no getter read, with their lines.
 func (p *params) unused() []*yaml.Node {
 	if p.node == nil {

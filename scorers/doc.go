@@ -7,6 +7,10 @@
 //
 // Register adds this package's types to a registry explicitly (no init-time
 // registration); config.NewRegistry composes it with the data-layer types.
+// Besides the scheduling plugins it registers the GIE types that take no part
+// in a pick (Passive: producers, the OpenAI parser, a conformance-test
+// verifier), so GIE configurations that name them load; bind.go says how
+// config treats them.
 package scorers
 
 import "github.com/fastepp/fastepp/scheduler"
@@ -42,4 +46,11 @@ func Register(r *scheduler.Registry) {
 	registerPickers(r)
 	registerProfileHandlers(r)
 	registerUtilization(r)
+	registerConcurrency(r)
+	registerPrefixAffinity(r)
+	registerHeaderTestFilter(r)
+	registerPrefixProducer(r)
+	registerInflightProducer(r)
+	registerParsers(r)
+	registerServedVerifier(r)
 }

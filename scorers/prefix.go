@@ -33,9 +33,13 @@ var (
 // (with an unkeyed hash, 25,000 crafted prompts made picks 80× slower), and
 // maphash is also 2.4× faster than xxhash64 on 64-byte blocks (4 vs 9.5 ns,
 // measured on this project's 2-vCPU VM). At most maxPrefixBlocksToMatch blocks
-// are considered. Each endpoint remembers the blocks of the prompts sent to
-// it, bounded by lruCapacityPerServer blocks, or with autoTune by the server's
-// num_gpu_blocks × block_size / blockSizeTokens when it reports them. The
+// are considered (maxPrefixTokensToMatch / blockSizeTokens when
+// maxPrefixTokensToMatch is set, GIE's token bound). The deprecated blockSize
+// is ignored, as GIE v1.5.0 ignores it (a note says so). Each endpoint
+// remembers the blocks of the prompts sent to it, bounded by
+// lruCapacityPerServer blocks, or with autoTune by the server's num_gpu_blocks
+// × block_size / blockSizeTokens when it reports them (GIE's autoTune also
+// hashes with the server's block_size; fastepp keeps blockSizeTokens). The
 // chosen endpoint's table is updated inside Pick (Picked), so the next request
 // with the same prefix sees it. The tables aligned with a snapshot's endpoint
 // indices are prepared when the snapshot is published (PrepareSnapshot), so a
@@ -55,13 +59,41 @@ const (
 	bytesPerToken          = 4
 )
 
-// PrefixConfig are the prefix-cache-scorer parameters.
+// PrefixConfig are the prefix-cache-scorer parameters (all but
+// FullScoreMatchBlocks are also approx-prefix-cache-producer's).
 type PrefixConfig struct {
 	BlockSizeTokens        int
 	MaxPrefixBlocksToMatch int
+	// MaxPrefixTokensToMatch, when > 0, bounds the blocks considered by
+	// tokens instead: MaxPrefixTokensToMatch / BlockSizeTokens blocks (GIE's
+	// meaning; it takes precedence over MaxPrefixBlocksToMatch).
+	MaxPrefixTokensToMatch int
 	LRUCapacityPerServer   int
 	AutoTune               bool
 	FullScoreMatchBlocks   int
+}
+
+// MaxBlocks is the number of leading prompt blocks considered:
+// MaxPrefixTokensToMatch / BlockSizeTokens when MaxPrefixTokensToMatch is
+// set, else MaxPrefixBlocksToMatch.
+func (c PrefixConfig) MaxBlocks() int {
+	if c.MaxPrefixTokensToMatch > 0 && c.BlockSizeTokens > 0 {
+		return c.MaxPrefixTokensToMatch / c.BlockSizeTokens
+	}
+	return c.MaxPrefixBlocksToMatch
+}
+
+// sameIndex reports whether c and o describe the same prefix index (every
+// parameter but the scorer-only FullScoreMatchBlocks).
+func (c PrefixConfig) sameIndex(o PrefixConfig) bool {
+	c.FullScoreMatchBlocks, o.FullScoreMatchBlocks = 0, 0
+	return c == o
+}
+
+// String lists the index parameters as a config would spell them.
+func (c PrefixConfig) String() string {
+	return fmt.Sprintf("blockSizeTokens %d, maxPrefixBlocksToMatch %d, maxPrefixTokensToMatch %d, lruCapacityPerServer %d, autoTune %t",
+		c.BlockSizeTokens, c.MaxPrefixBlocksToMatch, c.MaxPrefixTokensToMatch, c.LRUCapacityPerServer, c.AutoTune)
 }
 
 // DefaultPrefixConfig is GIE's default.
@@ -79,8 +111,10 @@ type PrefixScorer struct {
 	base
 	cfg       PrefixConfig
 	blockSize int          // bytes
+	maxBlocks int          // cfg.MaxBlocks()
 	key       maphash.Seed // per instance, secret: keys every block hash
 	slot      int
+	notes     []string // how the parameters were read (Noter)
 
 	// mu guards tables and stamp; only PrepareSnapshot (the publisher) and
 	// AppendStats take it, never a pick.
@@ -115,64 +149,117 @@ func registerPrefix(r *scheduler.Registry) {
 	r.MustRegister(PrefixScorerType, scheduler.Factory{
 		Kind:   scheduler.KindScorer,
 		Proto:  (*PrefixScorer)(nil),
-		Params: []string{"blockSizeTokens", "blockSize", "maxPrefixBlocksToMatch", "lruCapacityPerServer", "autoTune", "fullScoreMatchBlocks"},
+		Params: append(prefixIndexParams(), "fullScoreMatchBlocks"),
 		Doc:    "prefers endpoints that probably cached the prompt's prefix",
 		New: func(name string, p scheduler.Params) (scheduler.Plugin, error) {
-			cfg := DefaultPrefixConfig()
-			var err error
-			if cfg.BlockSizeTokens, err = p.Int("blockSizeTokens", cfg.BlockSizeTokens); err != nil {
-				return nil, err
-			}
-			if p.Has("blockSize") { // deprecated GIE form, in bytes... of tokens×4
-				b, err := p.Int("blockSize", 0)
-				if err != nil {
-					return nil, err
-				}
-				if p.Has("blockSizeTokens") {
-					return nil, fmt.Errorf("blockSize and blockSizeTokens: expected one of them, found both")
-				}
-				if b < bytesPerToken || b%bytesPerToken != 0 {
-					return nil, fmt.Errorf("blockSize: expected a positive multiple of %d bytes, found %d", bytesPerToken, b)
-				}
-				cfg.BlockSizeTokens = b / bytesPerToken
-			}
-			if cfg.MaxPrefixBlocksToMatch, err = p.Int("maxPrefixBlocksToMatch", cfg.MaxPrefixBlocksToMatch); err != nil {
-				return nil, err
-			}
-			if cfg.LRUCapacityPerServer, err = p.Int("lruCapacityPerServer", cfg.LRUCapacityPerServer); err != nil {
-				return nil, err
-			}
-			if cfg.AutoTune, err = p.Bool("autoTune", cfg.AutoTune); err != nil {
+			cfg, notes, err := readPrefixConfig(p)
+			if err != nil {
 				return nil, err
 			}
 			if cfg.FullScoreMatchBlocks, err = p.Int("fullScoreMatchBlocks", 0); err != nil {
 				return nil, err
 			}
-			return NewPrefixScorer(name, cfg)
+			s, err := NewPrefixScorer(name, cfg)
+			if err != nil {
+				return nil, err
+			}
+			s.notes = notes
+			return s, nil
 		},
 	})
 }
 
+// prefixIndexParams are the parameters GIE's prefix plugins share
+// (prefix-cache-scorer and approx-prefix-cache-producer), in the order they
+// are read and printed.
+func prefixIndexParams() []string {
+	return []string{"blockSizeTokens", "blockSize", "maxPrefixBlocksToMatch", "maxPrefixTokensToMatch", "lruCapacityPerServer", "autoTune"}
+}
+
+// readPrefixConfig reads the parameters of prefixIndexParams with GIE's
+// defaults. The deprecated blockSize (characters per block) is read, so a
+// value of the wrong type is an error, and ignored as GIE v1.5.0 ignores it:
+// its blocks are blockSizeTokens tokens (default 16) whether or not
+// blockSize is given. A note says so.
+func readPrefixConfig(p scheduler.Params) (PrefixConfig, []string, error) {
+	cfg := DefaultPrefixConfig()
+	var notes []string
+	var err error
+	if cfg.BlockSizeTokens, err = p.Int("blockSizeTokens", cfg.BlockSizeTokens); err != nil {
+		return cfg, nil, err
+	}
+	if p.Has("blockSize") {
+		b, err := p.Int("blockSize", 0)
+		if err != nil {
+			return cfg, nil, err
+		}
+		if p.Has("blockSizeTokens") {
+			notes = append(notes, fmt.Sprintf("blockSize %d (deprecated, in characters) is ignored because blockSizeTokens is set, as in GIE; blocks are %d tokens", b, cfg.BlockSizeTokens))
+		} else {
+			notes = append(notes, fmt.Sprintf("blockSize %d (deprecated, in characters) is ignored, as GIE v1.5.0 ignores it; blocks are blockSizeTokens = %d tokens; write blockSizeTokens: %d for blocks of %d characters", b, cfg.BlockSizeTokens, max(b/bytesPerToken, 1), max(b/bytesPerToken, 1)*bytesPerToken))
+		}
+	}
+	if cfg.MaxPrefixBlocksToMatch, err = p.Int("maxPrefixBlocksToMatch", cfg.MaxPrefixBlocksToMatch); err != nil {
+		return cfg, nil, err
+	}
+	if cfg.MaxPrefixTokensToMatch, err = p.Int("maxPrefixTokensToMatch", 0); err != nil {
+		return cfg, nil, err
+	}
+	if cfg.LRUCapacityPerServer, err = p.Int("lruCapacityPerServer", cfg.LRUCapacityPerServer); err != nil {
+		return cfg, nil, err
+	}
+	if cfg.AutoTune, err = p.Bool("autoTune", cfg.AutoTune); err != nil {
+		return cfg, nil, err
+	}
+	return cfg, notes, cfg.validate()
+}
+
+// validate checks the parameters; errors name the parameter.
+func (c PrefixConfig) validate() error {
+	const maxBlocks = 1 << 20
+	switch {
+	case c.BlockSizeTokens < 1 || c.BlockSizeTokens > 1<<20:
+		return fmt.Errorf("blockSizeTokens: expected 1..1048576 tokens, found %d", c.BlockSizeTokens)
+	case c.MaxPrefixBlocksToMatch < 1 || c.MaxPrefixBlocksToMatch > maxBlocks:
+		return fmt.Errorf("maxPrefixBlocksToMatch: expected 1..%d, found %d", maxBlocks, c.MaxPrefixBlocksToMatch)
+	case c.MaxPrefixTokensToMatch < 0:
+		return fmt.Errorf("maxPrefixTokensToMatch: expected 0 (use maxPrefixBlocksToMatch) or a number of tokens, found %d", c.MaxPrefixTokensToMatch)
+	case c.MaxPrefixTokensToMatch > 0 && c.MaxPrefixTokensToMatch < c.BlockSizeTokens:
+		return fmt.Errorf("maxPrefixTokensToMatch: expected 0 (use maxPrefixBlocksToMatch) or at least one block of blockSizeTokens = %d tokens, found %d (no block would be matched)", c.BlockSizeTokens, c.MaxPrefixTokensToMatch)
+	case c.MaxBlocks() > maxBlocks:
+		return fmt.Errorf("maxPrefixTokensToMatch: expected at most %d blocks of %d tokens (%d tokens), found %d", maxBlocks, c.BlockSizeTokens, maxBlocks*c.BlockSizeTokens, c.MaxPrefixTokensToMatch)
+	case c.LRUCapacityPerServer < 1 || c.LRUCapacityPerServer > 1<<26:
+		return fmt.Errorf("lruCapacityPerServer: expected 1..67108864 blocks, found %d", c.LRUCapacityPerServer)
+	case c.FullScoreMatchBlocks < 0:
+		return fmt.Errorf("fullScoreMatchBlocks: expected 0 (off) or a positive number of blocks, found %d", c.FullScoreMatchBlocks)
+	}
+	return nil
+}
+
 // NewPrefixScorer validates cfg and returns a scorer with an empty index.
 func NewPrefixScorer(name string, cfg PrefixConfig) (*PrefixScorer, error) {
-	switch {
-	case cfg.BlockSizeTokens < 1 || cfg.BlockSizeTokens > 1<<20:
-		return nil, fmt.Errorf("blockSizeTokens: expected 1..1048576 tokens, found %d", cfg.BlockSizeTokens)
-	case cfg.MaxPrefixBlocksToMatch < 1 || cfg.MaxPrefixBlocksToMatch > 1<<20:
-		return nil, fmt.Errorf("maxPrefixBlocksToMatch: expected 1..1048576, found %d", cfg.MaxPrefixBlocksToMatch)
-	case cfg.LRUCapacityPerServer < 1 || cfg.LRUCapacityPerServer > 1<<26:
-		return nil, fmt.Errorf("lruCapacityPerServer: expected 1..67108864 blocks, found %d", cfg.LRUCapacityPerServer)
-	case cfg.FullScoreMatchBlocks < 0:
-		return nil, fmt.Errorf("fullScoreMatchBlocks: expected 0 (off) or a positive number of blocks, found %d", cfg.FullScoreMatchBlocks)
+	if err := cfg.validate(); err != nil {
+		return nil, err
 	}
-	return &PrefixScorer{
-		base:      newBase(PrefixScorerType, name),
-		cfg:       cfg,
-		blockSize: cfg.BlockSizeTokens * bytesPerToken,
-		key:       maphash.MakeSeed(),
-		tables:    map[uint32]*prefixTable{},
-	}, nil
+	p := &PrefixScorer{
+		base:   newBase(PrefixScorerType, name),
+		key:    maphash.MakeSeed(),
+		tables: map[uint32]*prefixTable{},
+	}
+	p.setConfig(cfg)
+	return p, nil
 }
+
+// setConfig sets the parameters of a scorer whose index is still empty (at
+// construction, or when an approx-prefix-cache-producer binds it).
+func (p *PrefixScorer) setConfig(cfg PrefixConfig) {
+	p.cfg = cfg
+	p.blockSize = cfg.BlockSizeTokens * bytesPerToken
+	p.maxBlocks = cfg.MaxBlocks()
+}
+
+// Notes implements Noter: how the parameters were read.
+func (p *PrefixScorer) Notes() []string { return p.notes }
 
 // PrepareSnapshot implements scheduler.SnapshotPreparer: it aligns a table
 // with each endpoint of snap (creating tables for new endpoints, applying
@@ -220,27 +307,43 @@ func (p *PrefixScorer) SetSlot(slot int) { p.slot = slot }
 // Score implements scheduler.Scorer.
 func (p *PrefixScorer) Score(c *scheduler.Cycle, cands []int32, out []float64) {
 	st := c.State(p.slot).(*prefixState)
-	st.hashes = p.hashPrompt(st, c.Req)
 	v, _ := c.Prepared(p.slot).(*prefixView)
-	st.view = v
-	if v == nil { // not published through a Scheduler: no index to consult
+	nb := p.match(st, v, c.Req, cands)
+	if v == nil || nb == 0 { // no index to consult, or no whole block
 		clear(out)
 		return
 	}
+	denom := float64(max(nb, p.cfg.FullScoreMatchBlocks))
+	for i, e := range cands {
+		out[i] = float64(st.matched[e]&^inPrev) / denom
+	}
+}
+
+// match hashes r's prompt into st and, for each candidate, counts the leading
+// blocks its table in v holds: st.matched[e] by snapshot index, flagged
+// inPrev when some were found only in the previous generation. It returns
+// the number of prompt blocks (0 when v is nil: no index to consult). Shared
+// by Score and the prefix-cache-affinity-filter; no allocation in steady
+// state.
+func (p *PrefixScorer) match(st *prefixState, v *prefixView, r *scheduler.Request, cands []int32) int {
+	st.view = v
+	if v == nil {
+		st.hashes = st.hashes[:0]
+		return 0
+	}
+	st.hashes = p.hashPrompt(st, r)
 	if cap(st.matched) < len(v.tables) {
 		st.matched = make([]int32, len(v.tables))
 	}
 	st.matched = st.matched[:len(v.tables)]
 	nb := len(st.hashes)
 	if nb == 0 {
-		for i, e := range cands {
-			out[i] = 0
+		for _, e := range cands {
 			st.matched[e] = 0
 		}
-		return
+		return 0
 	}
-	denom := float64(max(nb, p.cfg.FullScoreMatchBlocks))
-	for i, e := range cands {
+	for _, e := range cands {
 		t := v.tables[e]
 		m, flags := 0, int32(0)
 		// One load of each generation per endpoint, not per block.
@@ -256,13 +359,18 @@ func (p *PrefixScorer) Score(c *scheduler.Cycle, cands []int32, out []float64) {
 			m++
 		}
 		st.matched[e] = int32(m) | flags
-		out[i] = float64(m) / denom
 	}
+	return nb
 }
 
 // Picked records the prompt's blocks on the chosen endpoint.
 func (p *PrefixScorer) Picked(c *scheduler.Cycle, chosen int32) {
-	st := c.State(p.slot).(*prefixState)
+	p.record(c.State(p.slot).(*prefixState), chosen)
+}
+
+// record inserts the blocks match found in st into chosen's table (chosen
+// must be one of the candidates match saw).
+func (p *PrefixScorer) record(st *prefixState, chosen int32) {
 	if len(st.hashes) == 0 || st.view == nil {
 		return
 	}
@@ -278,7 +386,7 @@ func (p *PrefixScorer) Picked(c *scheduler.Cycle, chosen int32) {
 }
 
 // hashPrompt fills st.hashes with the prefix hash at the end of each whole
-// block of the prompt (spans concatenated), up to maxPrefixBlocksToMatch:
+// block of the prompt (spans concatenated), up to PrefixConfig.MaxBlocks:
 // h(i) = chain(h(i−1), maphash(key, block i)), h(−1) = maphash of the model
 // name (and cache_salt). Whole blocks inside one span are hashed straight from the body;
 // a block that straddles two spans is assembled in a small buffer.
@@ -289,7 +397,7 @@ func (p *PrefixScorer) hashPrompt(st *prefixState, r *scheduler.Request) []uint6
 		h = chain(h, maphash.Bytes(p.key, r.CacheSalt))
 	}
 	bs := p.blockSize
-	limit := p.cfg.MaxPrefixBlocksToMatch
+	limit := p.maxBlocks
 	if cap(st.carry) < bs {
 		st.carry = make([]byte, 0, bs)
 	}

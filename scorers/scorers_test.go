@@ -129,11 +129,14 @@ func TestTokenLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := endpoints(now, scheduler.Metrics{}, scheduler.Metrics{}, scheduler.Metrics{})
-	st[1].H.Acquire(250)
+	// GIE's estimate: in-flight prompt tokens × 2.5 (input + 1.5 × input).
+	st := endpoints(now, scheduler.Metrics{}, scheduler.Metrics{}, scheduler.Metrics{}, scheduler.Metrics{})
+	st[1].H.Acquire(100) // 250 tokens
 	st[2].H.Acquire(5000)
+	st[3].H.Acquire(200)
+	st[3].H.Acquire(120) // two requests, 800 tokens
 	got := scoresOf(t, sc.(scheduler.Scorer), st, &scheduler.Request{Model: "m"})
-	for ep, w := range map[string]float64{"e0": 1, "e1": 0.75, "e2": 0} {
+	for ep, w := range map[string]float64{"e0": 1, "e1": 0.75, "e2": 0, "e3": 0.2} {
 		if !near(got[ep], w) {
 			t.Errorf("%s: %v, want %v", ep, got[ep], w)
 		}

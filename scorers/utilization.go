@@ -2,6 +2,7 @@ package scorers
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/fastepp/fastepp/scheduler"
@@ -17,21 +18,27 @@ var (
 // the mean over endpoints of max(waiting/queueDepthThreshold,
 // kvUsage/kvCacheUtilThreshold), an endpoint whose metrics are older than
 // metricsStalenessThreshold counting as saturated (1). The pool is saturated
-// at >= 1. Used in a profile it is also a filter that drops endpoints that are
-// saturated themselves (keeping all when all are).
+// at >= 1. Used in a profile it is also a filter that keeps the endpoints
+// with fresh metrics below both limits, waiting < queueDepthThreshold × (1 +
+// headroom) and kvUsage < kvCacheUtilThreshold × (1 + headroom), keeping all
+// when none is. headroom (default 0, GIE's meaning) is a fraction: 0.2 lets
+// the filter send an endpoint 20% above the thresholds, for affinity's sake,
+// while the pool's saturation still uses the thresholds themselves.
 const UtilizationDetectorType = "utilization-detector"
 
 type utilization struct {
 	base
-	queue, kv float64
-	stale     time.Duration
+	queue, kv           float64
+	stale               time.Duration
+	headroom            float64
+	queueLimit, kvLimit float64 // the filter's: thresholds × (1 + headroom)
 }
 
 func registerUtilization(r *scheduler.Registry) {
 	r.MustRegister(UtilizationDetectorType, scheduler.Factory{
 		Kind:   scheduler.KindSaturation,
 		Proto:  (*utilization)(nil),
-		Params: []string{"queueDepthThreshold", "kvCacheUtilThreshold", "metricsStalenessThreshold"},
+		Params: []string{"queueDepthThreshold", "kvCacheUtilThreshold", "metricsStalenessThreshold", "headroom"},
 		Doc:    "pool saturation from queue depth and KV usage; as a filter drops saturated endpoints",
 		New: func(name string, p scheduler.Params) (scheduler.Plugin, error) {
 			q, err := p.Float("queueDepthThreshold", 5)
@@ -46,7 +53,11 @@ func registerUtilization(r *scheduler.Registry) {
 			if err != nil {
 				return nil, err
 			}
-			if !(q > 0) {
+			h, err := p.Float("headroom", 0)
+			if err != nil {
+				return nil, err
+			}
+			if !(q > 0) || math.IsInf(q, 0) {
 				return nil, fmt.Errorf("queueDepthThreshold: expected a positive number, found %v", q)
 			}
 			if !(kv > 0 && kv <= 1) {
@@ -55,14 +66,24 @@ func registerUtilization(r *scheduler.Registry) {
 			if st <= 0 {
 				return nil, fmt.Errorf("metricsStalenessThreshold: expected a positive duration, found %v", st)
 			}
-			return &utilization{newBase(UtilizationDetectorType, name), q, kv, st}, nil
+			if !(h >= 0) || math.IsInf(h, 0) {
+				return nil, fmt.Errorf("headroom: expected a fraction of 0 or more (0.2 = 20%% above the thresholds), found %v", h)
+			}
+			return &utilization{base: newBase(UtilizationDetectorType, name), queue: q, kv: kv, stale: st,
+				headroom: h, queueLimit: q * (1 + h), kvLimit: kv * (1 + h)}, nil
 		},
 	})
 }
 
+// fresh reports whether e's metrics are usable: healthy and at most
+// metricsStalenessThreshold old.
+func (u *utilization) fresh(e *scheduler.EndpointState, now time.Time) bool {
+	return e.Healthy && !e.M.UpdatedAt.IsZero() && now.Sub(e.M.UpdatedAt) <= u.stale
+}
+
 // endpointSaturation is one endpoint's max(waiting/q, kv/kvThr), 1 when stale.
 func (u *utilization) endpointSaturation(e *scheduler.EndpointState, waiting float64, now time.Time) float64 {
-	if !e.Healthy || e.M.UpdatedAt.IsZero() || now.Sub(e.M.UpdatedAt) > u.stale {
+	if !u.fresh(e, now) {
 		return 1
 	}
 	return max(waiting/u.queue, e.M.KVUsage/u.kv)
@@ -80,13 +101,15 @@ func (u *utilization) Saturation(snap *scheduler.Snapshot, now time.Time) float6
 	return sum / float64(len(snap.Endpoints))
 }
 
-// Filter keeps endpoints below saturation (all of them when none is).
+// Filter keeps fresh endpoints below both limits (all of them when none is).
 // Compaction writes only kept entries, so when none is kept cands is intact.
 func (u *utilization) Filter(c *scheduler.Cycle, cands []int32) []int32 {
 	eps := c.Snap.Endpoints
+	now := c.Now()
 	out := cands[:0]
 	for _, e := range cands {
-		if u.endpointSaturation(&eps[e], c.Waiting(e), c.Now()) < 1 {
+		st := &eps[e]
+		if u.fresh(st, now) && c.Waiting(e) < u.queueLimit && st.M.KVUsage < u.kvLimit {
 			out = append(out, e)
 		}
 	}
