@@ -117,9 +117,8 @@ func TestLoadedPlanPicks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Notes: the flowControl gate, and the two conformance-test plugins that
-	// cannot do their job yet (header filter, served verifier).
-	if len(l.DataLayer) != 2 || len(l.FeatureGates) != 1 || len(l.Notes) != 3 || l.Parser == nil {
+	// Notes: the flowControl gate.
+	if len(l.DataLayer) != 2 || len(l.FeatureGates) != 1 || len(l.Notes) != 1 || l.Parser == nil {
 		t.Errorf("data layer %d, gates %v, notes %v", len(l.DataLayer), l.FeatureGates, l.Notes)
 	}
 	s := scheduler.New(l.Plan)

@@ -120,8 +120,6 @@ func TestGIENotes(t *testing.T) {
 			`plugin "approx-prefix-cache-producer" (type approx-prefix-cache-producer): prefix-cache-scorer "px" uses this producer's index parameters (blockSizeTokens 64,`},
 		{"affinity filter without an index", "plugins:\n- type: prefix-cache-affinity-filter\n",
 			`plugin "prefix-cache-affinity-filter" (type prefix-cache-affinity-filter): no prefix-cache-scorer or approx-prefix-cache-producer in the configuration`},
-		{"header filter", "plugins:\n- type: header-based-testing-filter\n",
-			`plugin "header-based-testing-filter" (type header-based-testing-filter): fastepp does not pass request headers to plugins yet`},
 		{"dataLayer gate", "featureGates: [dataLayer]\n", "feature gate dataLayer: accepted; fastepp always scrapes through its data layer"},
 	}
 	for _, tc := range cases {

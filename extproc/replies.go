@@ -109,7 +109,6 @@ func (r *replies) wire() {
 	r.rHdrsW.ResponseHeaders = &r.rHdrs
 	r.rHdrsReply.Response = &r.rHdrsW
 	r.rHdrsCom.HeaderMutation = &r.rHdrsHM
-	r.rHdrsHM.RemoveHeaders = removeContentLength
 	r.rBodyW.ResponseBody = &r.rBody
 	r.rBodyReply.Response = &r.rBodyW
 	r.rBodyCom.BodyMutation = &r.rBodyMut
@@ -170,12 +169,17 @@ func (r *replies) responseEcho(b []byte, eos bool) *extprocv3.ProcessingResponse
 	return r.echoResp.fill(b, eos)
 }
 
-func (r *replies) responseHeaders(removeCL bool) *extprocv3.ProcessingResponse {
+func (r *replies) responseHeaders(removeCL bool, set []*corev3.HeaderValueOption) *extprocv3.ProcessingResponse {
 	if !r.wired {
 		r.wire()
 	}
 	r.rHdrs.Response = nil
+	r.rHdrsHM.RemoveHeaders = nil
 	if removeCL {
+		r.rHdrsHM.RemoveHeaders = removeContentLength
+	}
+	r.rHdrsHM.SetHeaders = set
+	if removeCL || len(set) > 0 {
 		r.rHdrs.Response = &r.rHdrsCom
 	}
 	return &r.rHdrsReply

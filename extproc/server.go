@@ -38,6 +38,10 @@ const (
 	HeaderFairnessID    = "x-gateway-inference-fairness-id"
 	HeaderModelRewrite  = "x-gateway-model-name-rewrite"
 	HeaderRequestID     = "x-request-id"
+	// HeaderTestEndpointSelection names the endpoints GIE's conformance
+	// tests steer a request to (read by header-based-testing-filter): a
+	// comma-separated list of "IP" or "IP:port".
+	HeaderTestEndpointSelection = "test-epp-endpoint-selection"
 	// The llm-d router's names for the objective and the fairness id. When a
 	// request carries both names of one key, the x-llm-d-* value wins.
 	HeaderLLMDObjective  = "x-llm-d-inference-objective"
@@ -89,8 +93,10 @@ type Server struct {
 
 	errLog, warnLog logLimiter
 
-	tracer     trace.Tracer // nil: no tracing
-	propagator propagation.TextMapPropagator
+	tracer trace.Tracer // nil: no tracing
+	// Plugins of the plan that add a response header (conformance tests).
+	respHeaders []scheduler.ResponseHeaderer
+	propagator  propagation.TextMapPropagator
 
 	open atomic.Int64
 }
@@ -139,6 +145,13 @@ func New(sched *scheduler.Scheduler, opts Options) (*Server, error) {
 	}
 	if s.propagator == nil {
 		s.propagator = defaultPropagator()
+	}
+	if plan := sched.Plan(); plan != nil {
+		for _, p := range plan.Plugins {
+			if rh, ok := p.(scheduler.ResponseHeaderer); ok {
+				s.respHeaders = append(s.respHeaders, rh)
+			}
+		}
 	}
 	if s.maxBody == 0 {
 		s.maxBody = DefaultMaxBodyBytes
@@ -226,6 +239,8 @@ type stream struct {
 	contentLen   int
 	subset       []netip.Addr
 	hasSubset    bool
+	testSel      []byte // test-epp-endpoint-selection, when hasTestSel
+	hasTestSel   bool
 	body         []byte // accumulated request body (aliases buf or the single message)
 	buf          []byte // pooled accumulation buffer
 	held         int64  // body bytes counted in Server.buffered
@@ -274,6 +289,7 @@ func (st *stream) reset() {
 	st.path, st.requestIDRaw, st.requestID, st.genID, st.rewrite, st.objective, st.fairness = nil, nil, "", false, nil, nil, nil
 	st.contentLen = -1
 	st.subset, st.hasSubset = st.subset[:0], false
+	st.testSel, st.hasTestSel = nil, false
 	st.body = nil
 	st.buf, st.out, st.dest = st.buf[:0], st.out[:0], st.dest[:0]
 	st.held = 0
@@ -449,6 +465,21 @@ func (st *stream) addSubset(s string) {
 	}
 }
 
+// parseTestSelection appends the endpoints of a test-epp-endpoint-selection
+// value: "IP:port" entries, or "IP" ones (port 0: any port; IPv6 with or
+// without brackets). Entries that are neither are skipped, as GIE does.
+func parseTestSelection(dst []netip.AddrPort, v []byte) []netip.AddrPort {
+	for _, e := range strings.Split(string(v), ",") {
+		e = strings.TrimSpace(e)
+		if ap, err := netip.ParseAddrPort(e); err == nil {
+			dst = append(dst, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
+		} else if a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(e, "["), "]")); err == nil {
+			dst = append(dst, netip.AddrPortFrom(a.Unmap(), 0))
+		}
+	}
+	return dst
+}
+
 func headerValue(h *corev3.HeaderValue) []byte {
 	if len(h.RawValue) > 0 {
 		return h.RawValue
@@ -493,6 +524,8 @@ func (st *stream) requestHeaders(h *extprocv3.HttpHeaders) (bool, error) {
 			}
 		case HeaderLLMDFairnessID:
 			st.fairness, llmdFairness = headerValue(hv), true
+		case HeaderTestEndpointSelection:
+			st.testSel, st.hasTestSel = headerValue(hv), true
 		}
 	}
 	if len(st.path) == 0 {
@@ -694,6 +727,9 @@ func (st *stream) pick(body []byte, bodySeen bool) (bool, error) {
 	}
 	req.Subset = append(req.Subset[:0], st.subset...)
 	req.HasSubset = st.hasSubset
+	if st.hasTestSel {
+		req.TestEndpoints, req.HasTestEndpoints = parseTestSelection(req.TestEndpoints[:0], st.testSel), true
+	}
 	req.Explain = debug
 
 	if st.cycle == nil {
@@ -827,7 +863,17 @@ func (st *stream) responseHeaders(h *extprocv3.HttpHeaders, md *corev3.Metadata)
 	if h.GetEndOfStream() {
 		st.finish()
 	}
-	return st.send(st.rep.responseHeaders(st.restore.active() && st.restore.lengthChanges()))
+	var set []*corev3.HeaderValueOption
+	if hs := st.srv.respHeaders; len(hs) > 0 {
+		lb, hasLB := md.GetFilterMetadata()[MetadataNamespaceLB]
+		served := lb.GetFields()[ServedKey].GetStringValue()
+		for _, p := range hs {
+			if k, v := p.ResponseHeader(served, hasLB); k != "" {
+				set = append(set, setHeader(k, []byte(v)))
+			}
+		}
+	}
+	return st.send(st.rep.responseHeaders(st.restore.active() && st.restore.lengthChanges(), set))
 }
 
 // readServed moves in-flight accounting to the endpoint that actually served

@@ -175,6 +175,19 @@ type SnapshotPreparer interface {
 	PrepareSnapshot(snap *Snapshot, prev any) any
 }
 
+// ResponseHeaderer is implemented by plugins that add a header to the
+// response (GIE's ResponseHeader plugins; its conformance tests'
+// destination-endpoint-served-verifier is one). The ext_proc server calls
+// ResponseHeader on every response-headers message, concurrently, off the
+// pick: served is the endpoint the proxy reports having served the request
+// (x-gateway-destination-endpoint-served), hasLB whether the proxy sent
+// envoy.lb metadata at all. It returns the header to set; an empty key sets
+// none. It may allocate; it must not block.
+type ResponseHeaderer interface {
+	Plugin
+	ResponseHeader(served string, hasLB bool) (key, value string)
+}
+
 // Stat is one statistic a plugin exposes (the binary turns each into a
 // Prometheus metric labelled with the plugin's name).
 type Stat struct {

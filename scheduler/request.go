@@ -28,6 +28,11 @@ type Request struct {
 	HasSubset bool
 	// Explain asks Pick to record per-scorer scores (allocates; debug only).
 	Explain bool
+	// TestEndpoints, when HasTestEndpoints, are the endpoints the request's
+	// test-epp-endpoint-selection header names (GIE's conformance tests; read
+	// by header-based-testing-filter); a port of 0 means any port of that IP.
+	TestEndpoints    []netip.AddrPort
+	HasTestEndpoints bool
 
 	one [1]Span
 }
@@ -64,4 +69,5 @@ func (r *Request) Reset() {
 	r.Priority = 0
 	r.Subset, r.HasSubset = r.Subset[:0], false
 	r.Explain = false
+	r.TestEndpoints, r.HasTestEndpoints = r.TestEndpoints[:0], false
 }

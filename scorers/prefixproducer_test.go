@@ -140,7 +140,18 @@ func TestPassiveTypes(t *testing.T) {
 			t.Errorf("%s takes no parameters in GIE; lists %v", typ, f.Params)
 		}
 	}
-	if n := mustPlugin(t, ServedVerifierType).(Noter).Notes(); len(n) != 1 || !strings.Contains(n[0], "x-conformance-test-served-endpoint") {
-		t.Errorf("served verifier notes %q", n)
+	v := mustPlugin(t, ServedVerifierType).(scheduler.ResponseHeaderer)
+	for _, tc := range []struct {
+		served string
+		hasLB  bool
+		want   string
+	}{
+		{"10.0.0.1:8000", true, "10.0.0.1:8000"},
+		{"", true, "fail: missing destination endpoint served metadata"},
+		{"", false, "fail: missing envoy lb metadata"},
+	} {
+		if k, got := v.ResponseHeader(tc.served, tc.hasLB); k != ConformanceResultHeader || got != tc.want {
+			t.Errorf("served %q lb %v: header %s: %q, want %q", tc.served, tc.hasLB, k, got, tc.want)
+		}
 	}
 }

@@ -4,8 +4,8 @@ import "github.com/fastepp/fastepp/scheduler"
 
 // Interface guards: what config checks at load time, checked at compile time.
 var (
-	_ Passive = (*servedVerifier)(nil)
-	_ Noter   = (*servedVerifier)(nil)
+	_ Passive                    = (*servedVerifier)(nil)
+	_ scheduler.ResponseHeaderer = (*servedVerifier)(nil)
 )
 
 // ServedVerifierType is a plugin of GIE's conformance tests: on response
@@ -13,10 +13,7 @@ var (
 // (envoy.lb metadata x-gateway-destination-endpoint-served) into the response
 // header x-conformance-test-served-endpoint, or "fail: ..." when the metadata
 // is missing. It takes no parameters.
-//
-// fastepp accepts the type so conformance configurations load, but its
-// ext_proc server does not write that header yet (it reads the served
-// metadata only to move in-flight accounting): a note says so.
+
 const ServedVerifierType = "destination-endpoint-served-verifier"
 
 type servedVerifier struct{ base }
@@ -28,14 +25,23 @@ func registerServedVerifier(r *scheduler.Registry) {
 	r.MustRegister(ServedVerifierType, scheduler.Factory{
 		Kind:  scheduler.KindDataLayer, // see Passive
 		Proto: (*servedVerifier)(nil),
-		Doc:   "accepted for GIE's conformance tests; the x-conformance-test-served-endpoint response header is not written yet",
+		Doc:   "GIE's conformance tests: writes the endpoint that served the request into the x-conformance-test-served-endpoint response header",
 		New: func(name string, _ scheduler.Params) (scheduler.Plugin, error) {
 			return &servedVerifier{newBase(ServedVerifierType, name)}, nil
 		},
 	})
 }
 
-// Notes implements Noter.
-func (*servedVerifier) Notes() []string {
-	return []string{"accepted, but fastepp's ext_proc server does not write the x-conformance-test-served-endpoint response header yet, so GIE's conformance checks that read it fail"}
+// ConformanceResultHeader is the response header the verifier writes (GIE's).
+const ConformanceResultHeader = "x-conformance-test-served-endpoint"
+
+// ResponseHeader implements scheduler.ResponseHeaderer with GIE's values.
+func (*servedVerifier) ResponseHeader(served string, hasLB bool) (string, string) {
+	switch {
+	case !hasLB:
+		return ConformanceResultHeader, "fail: missing envoy lb metadata"
+	case served == "":
+		return ConformanceResultHeader, "fail: missing destination endpoint served metadata"
+	}
+	return ConformanceResultHeader, served
 }

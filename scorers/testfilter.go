@@ -10,7 +10,6 @@ import (
 var (
 	_ scheduler.Filter      = (*headerTestFilter)(nil)
 	_ scheduler.CycleStater = (*headerTestFilter)(nil)
-	_ Noter                 = (*headerTestFilter)(nil)
 )
 
 // HeaderTestFilterType is a filter of GIE's conformance tests: it keeps the
@@ -23,12 +22,7 @@ var (
 // sharing an IP only the one named first is kept; an absent or empty header
 // keeps none (the pick fails). It takes no parameters.
 //
-// scheduler.Request does not carry request headers yet, so today the filter
-// cannot see the header: it keeps every candidate, and a note says so. Once
-// the ext_proc server parses the header into the request (proposed:
-// scheduler.Request.TestEndpoints []netip.AddrPort, port 0 for an "IP"
-// entry, empty when the header is absent), testSelection returns
-// (r.TestEndpoints, true) and the filter behaves as GIE's.
+// The ext_proc server parses the header into scheduler.Request.TestEndpoints.
 const HeaderTestFilterType = "header-based-testing-filter"
 
 type headerTestFilter struct {
@@ -44,16 +38,11 @@ func registerHeaderTestFilter(r *scheduler.Registry) {
 	r.MustRegister(HeaderTestFilterType, scheduler.Factory{
 		Kind:  scheduler.KindFilter,
 		Proto: (*headerTestFilter)(nil),
-		Doc:   "GIE conformance tests: keeps the endpoints the test-epp-endpoint-selection header names (inert until requests carry headers)",
+		Doc:   "GIE conformance tests: keeps the endpoints the test-epp-endpoint-selection header names",
 		New: func(name string, _ scheduler.Params) (scheduler.Plugin, error) {
 			return &headerTestFilter{base: newBase(HeaderTestFilterType, name)}, nil
 		},
 	})
-}
-
-// Notes implements Noter.
-func (*headerTestFilter) Notes() []string {
-	return []string{"fastepp does not pass request headers to plugins yet, so this filter cannot read test-epp-endpoint-selection and keeps every endpoint; GIE's conformance tests that steer requests with it fail"}
 }
 
 // SetSlot implements scheduler.Stateful.
@@ -63,9 +52,10 @@ func (f *headerTestFilter) SetSlot(slot int) { f.slot = slot }
 func (f *headerTestFilter) NewCycleState() any { return &testFilterState{} }
 
 // testSelection returns the endpoints the request's test-epp-endpoint-selection
-// header names, and whether the request carries that information at all
-// (today it never does: scheduler.Request has no headers).
-func testSelection(*scheduler.Request) ([]netip.AddrPort, bool) { return nil, false }
+// header names, and whether the header was present.
+func testSelection(r *scheduler.Request) ([]netip.AddrPort, bool) {
+	return r.TestEndpoints, r.HasTestEndpoints
+}
 
 // Filter implements scheduler.Filter.
 func (f *headerTestFilter) Filter(c *scheduler.Cycle, cands []int32) []int32 {

@@ -79,15 +79,22 @@ func TestSelectTestEndpoints(t *testing.T) {
 	}
 }
 
-// TestHeaderTestFilterInert: without request headers the filter keeps every
-// endpoint, and says so in a note.
-func TestHeaderTestFilterInert(t *testing.T) {
+// TestHeaderTestFilterThroughPick: the filter keeps what the request's
+// TestEndpoints name; without the header it keeps every endpoint.
+func TestHeaderTestFilterThroughPick(t *testing.T) {
 	f := mustPlugin(t, HeaderTestFilterType).(*headerTestFilter)
-	got, err := kept(t, f, endpoints(time.Now(), make([]scheduler.Metrics, 3)...), &scheduler.Request{Model: "m"})
+	states := endpoints(time.Now(), make([]scheduler.Metrics, 3)...)
+	got, err := kept(t, f, states, &scheduler.Request{Model: "m"})
 	if err != nil || len(got) != 3 {
-		t.Errorf("kept %v (err %v), want all 3", got, err)
+		t.Errorf("no header: kept %v (err %v), want all 3", got, err)
 	}
-	if n := f.Notes(); len(n) != 1 || !strings.Contains(n[0], "test-epp-endpoint-selection") {
-		t.Errorf("notes %q", n)
+	one := states[1].H
+	got, err = kept(t, f, states, &scheduler.Request{Model: "m", HasTestEndpoints: true,
+		TestEndpoints: []netip.AddrPort{netip.AddrPortFrom(one.Addr, 0)}})
+	if err != nil || len(got) != 1 || got[0] != one.Name {
+		t.Errorf("header naming %s: kept %v (err %v)", one.Name, got, err)
+	}
+	if _, err := kept(t, f, states, &scheduler.Request{Model: "m", HasTestEndpoints: true}); err == nil {
+		t.Error("an empty header kept endpoints; want none (the pick fails, as in GIE)")
 	}
 }
