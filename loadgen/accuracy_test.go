@@ -16,7 +16,11 @@ const tol = 3 * time.Millisecond
 
 // tolTail is the tolerance for p99: with 20 requests p99 is the slowest
 // one, which includes dialing a new connection (the client's real cost).
-const tolTail = 10 * time.Millisecond
+// Under -race on two cores shared with other packages' tests (CI), that one
+// request has come +12.6 ms late with the schedule on time; 25 ms still
+// catches what this guards against (a lost flush, a misattributed stage:
+// tens to hundreds of milliseconds).
+const tolTail = 25 * time.Millisecond
 
 func within(t *testing.T, name string, got float64, want time.Duration) {
 	t.Helper()
