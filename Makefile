@@ -27,10 +27,13 @@ bench-smoke:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count 6 $(PKGS)
 
-# The local stack: simulator fleet + epp + gateway stand-in + a short loadgen
-# run through it; prints the summary and where the report is (./out/).
+# The bench's default scenario, one repeat: round-robin, least-request and epp
+# (GIE's default config, then fastepp's recommended one) side by side on fresh
+# simulated fleets; prints the table and writes bench-results/default/
+# (summary.json, report.html). SCENARIO=, STRATEGIES=, REPEATS= pick others;
+# STACK=1 runs the real binaries as separate processes instead (./out/).
 run:
-	GO="$(GO)" bash scripts/run-local.sh
+	GO="$(GO)" BIN="$(BIN)" bash scripts/run-local.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null; git ls-files --others --exclude-standard '*.go' 2>/dev/null)); \

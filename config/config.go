@@ -11,7 +11,6 @@ package config
 
 import (
 	"bytes"
-	_ "embed"
 	"errors"
 	"fmt"
 	"io"
@@ -21,15 +20,29 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	eppconfig "github.com/fastepp/fastepp/configs/epp"
 	"github.com/fastepp/fastepp/endpoints"
 	"github.com/fastepp/fastepp/scheduler"
 	"github.com/fastepp/fastepp/scorers"
 )
 
-// DefaultYAML is the configuration used when none is given (GIE's default).
-//
-//go:embed default.yaml
-var DefaultYAML []byte
+// DefaultYAML is the configuration used when none is given: fastepp's
+// recommended configuration, configs/epp/recommended.yaml (GIE's default
+// scorers and weights, with prefix-cache-scorer fullScoreMatchBlocks: 64; the
+// file says why, measured with the bench).
+var DefaultYAML = embedded(eppconfig.Recommended)
+
+// GIEDefaultYAML is the GIE EPP's own default configuration
+// (configs/epp/gie-default.yaml): queue ×2, kv-cache ×2, prefix ×3.
+var GIEDefaultYAML = embedded(eppconfig.GIEDefault)
+
+func embedded(name string) []byte {
+	b, err := eppconfig.FS.ReadFile(name)
+	if err != nil {
+		panic("config: embedded " + name + " missing: " + err.Error()) // a build defect, not input
+	}
+	return b
+}
 
 // APIVersions accepted in apiVersion.
 var APIVersions = []string{"inference.networking.x-k8s.io/v1alpha1", "llm-d.ai/v1alpha1"}

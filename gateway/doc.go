@@ -13,8 +13,15 @@
 // chunk comes back (SSE is never buffered). A client disconnect cancels the
 // stream so epp releases its in-flight accounting.
 //
-// Direct mode (Config.Direct) skips ext_proc and spreads requests
-// round-robin over fixed endpoints: the "Kubernetes Service" baseline.
+// Direct mode (Config.Direct) skips ext_proc and spreads requests over fixed
+// endpoints as Config.Balance says: round-robin (the "Kubernetes Service"
+// baseline), random, or least-request (power of two choices on the
+// gateway's own in-flight counts, as Envoy's LEAST_REQUEST).
+//
+// Only Config.Paths (default: the OpenAI API paths and /health) are
+// forwarded; other paths get 404 from the gateway itself. When a stream to
+// epp fails to connect, the 500 says why (ProbeEPP: nothing listening, TLS
+// expected, plaintext expected).
 //
 // It does not own picking (extproc, scheduler), the pool (endpoints) or
 // flags and serving (cmd/gateway). It is not a production proxy: no TLS to

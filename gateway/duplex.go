@@ -541,7 +541,11 @@ func (g *Gateway) streamFailed(w http.ResponseWriter, ctx context.Context, err e
 		return
 	}
 	g.log.Debug("gateway: ext_proc stream failed", "during", during, "error", err)
-	writeError(w, http.StatusInternalServerError, "ext_proc: stream to epp at "+g.cfg.EPP+" failed while "+during+": "+err.Error())
+	msg := "ext_proc: stream to epp at " + g.cfg.EPP + " failed while " + during + ": " + err.Error()
+	if hint := g.eppHint(err); hint != "" {
+		msg += " (" + hint + ")"
+	}
+	writeError(w, http.StatusInternalServerError, msg)
 }
 
 // closeStream ends a stream gracefully, off the request path: half-close,

@@ -30,6 +30,24 @@ const (
 	HeaderRequestID     = extproc.HeaderRequestID
 )
 
+// Balancing modes of Direct mode (Config.Balance).
+const (
+	BalanceRoundRobin   = "round-robin"
+	BalanceRandom       = "random"
+	BalanceLeastRequest = "least-request"
+)
+
+// BalanceModes lists the Direct mode balancing modes, the default first.
+var BalanceModes = []string{BalanceRoundRobin, BalanceRandom, BalanceLeastRequest}
+
+// DefaultPaths are the paths the gateway forwards when Config.Paths is nil:
+// the OpenAI API paths model servers serve (vLLM, SGLang, the simulator) and
+// the servers' /health. Everything else (a simulator's /admin/crash, /metrics)
+// is answered 404 by the gateway itself, as a gateway route for /v1 would.
+var DefaultPaths = []string{
+	"/v1/completions", "/v1/chat/completions", "/v1/models", "/v1/embeddings", "/v1/responses", "/health",
+}
+
 // Defaults for the zero values of Config.
 const (
 	DefaultConnectTimeout = 5 * time.Second
@@ -47,9 +65,18 @@ type Config struct {
 	// EPPTLS dials EPP over TLS without verifying its certificate (epp's
 	// default certificate is self-signed).
 	EPPTLS bool
-	// Direct, when non-empty, skips ext_proc: requests go round-robin to
-	// these ip:port endpoints (the next one on connection failure).
+	// Direct, when non-empty, skips ext_proc: requests go to these ip:port
+	// endpoints as Balance says (the next one on connection failure).
 	Direct []string
+	// Balance is Direct mode's balancing: BalanceRoundRobin (the default,
+	// what a Kubernetes Service does), BalanceRandom, or BalanceLeastRequest
+	// (power of two choices on the gateway's own in-flight counts, as
+	// Envoy's LEAST_REQUEST). It must be empty in EPP mode.
+	Balance string
+	// Paths are the request paths forwarded (exact match, query aside);
+	// others get 404 without reaching epp or an endpoint. Nil means
+	// DefaultPaths: the OpenAI API and /health.
+	Paths []string
 	// ConnectTimeout bounds dialing an upstream endpoint; 0 means
 	// DefaultConnectTimeout.
 	ConnectTimeout time.Duration
@@ -75,12 +102,20 @@ type Config struct {
 // picks (or round-robin in direct mode). Create it with New; Close it when
 // done. Safe for concurrent use.
 type Gateway struct {
-	cfg       Config
-	log       *slog.Logger
-	conn      *grpc.ClientConn
-	client    extprocv3.ExternalProcessorClient
-	direct    []string
-	rr        atomic.Uint64
+	cfg      Config
+	log      *slog.Logger
+	conn     *grpc.ClientConn
+	client   extprocv3.ExternalProcessorClient
+	direct   []string
+	balance  string
+	rr       atomic.Uint64
+	inflight []atomic.Int64 // per direct endpoint (least-request)
+	paths    map[string]bool
+	pathList string
+
+	probeMu   sync.Mutex
+	probeAt   time.Time
+	probeHint string
 	transport *http.Transport
 
 	chunks sync.Pool // *[]byte of cfg.ChunkSize
@@ -105,6 +140,26 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.ChunkSize < 0 || cfg.ChunkSize > MaxChunkSize {
 		return nil, fmt.Errorf("gateway: expected a chunk size in 0..%d bytes, found %d", MaxChunkSize, cfg.ChunkSize)
 	}
+	switch cfg.Balance {
+	case "":
+		if len(cfg.Direct) > 0 {
+			cfg.Balance = BalanceRoundRobin
+		}
+	case BalanceRoundRobin, BalanceRandom, BalanceLeastRequest:
+		if cfg.EPP != "" {
+			return nil, fmt.Errorf("gateway: balancing %q applies to direct mode only; with epp, epp picks", cfg.Balance)
+		}
+	default:
+		return nil, fmt.Errorf("gateway: balancing: expected one of %s, found %q", strings.Join(BalanceModes, ", "), cfg.Balance)
+	}
+	if cfg.Paths != nil && len(cfg.Paths) == 0 {
+		return nil, errors.New("gateway: paths: expected at least one path to forward, found none")
+	}
+	for _, p := range cfg.Paths {
+		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?# ") {
+			return nil, fmt.Errorf("gateway: paths: expected absolute paths without query, found %q", p)
+		}
+	}
 	if cfg.MaxIdleConnsPerHost < 0 {
 		return nil, fmt.Errorf("gateway: expected MaxIdleConnsPerHost >= 0, found %d", cfg.MaxIdleConnsPerHost)
 	}
@@ -120,7 +175,16 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.MaxIdleConnsPerHost == 0 {
 		cfg.MaxIdleConnsPerHost = DefaultMaxIdlePerHost
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, balance: cfg.Balance}
+	paths := cfg.Paths
+	if paths == nil {
+		paths = DefaultPaths
+	}
+	g.paths = make(map[string]bool, len(paths))
+	for _, p := range paths {
+		g.paths[p] = true
+	}
+	g.pathList = strings.Join(paths, ", ")
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
@@ -131,6 +195,7 @@ func New(cfg Config) (*Gateway, error) {
 		}
 		g.direct = append(g.direct, hp)
 	}
+	g.inflight = make([]atomic.Int64, len(g.direct))
 	if cfg.EPP != "" {
 		if _, _, err := net.SplitHostPort(cfg.EPP); err != nil {
 			return nil, fmt.Errorf("gateway: epp address: expected host:port, found %q", cfg.EPP)
@@ -175,8 +240,15 @@ func (g *Gateway) Close() error {
 	return nil
 }
 
+// Balance is the Direct mode balancing ("" with epp).
+func (g *Gateway) Balance() string { return g.balance }
+
 // ServeHTTP proxies one client request.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !g.paths[r.URL.Path] {
+		writeError(w, http.StatusNotFound, "path "+strconv.Quote(r.URL.Path)+" is not routed: this gateway forwards only "+g.pathList)
+		return
+	}
 	if g.client == nil {
 		g.serveDirect(w, r)
 		return

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -133,8 +134,51 @@ func upstreamFailure(w http.ResponseWriter, dest string, err error) {
 	}
 }
 
-// serveDirect is the no-epp mode: round-robin with fallback on connection
-// failure, the body buffered like the ext_proc path so both compare fairly.
+// pickDirect returns the index of the direct endpoint to try first.
+//
+// round-robin: the next in turn. random: uniform. least-request: two
+// distinct endpoints drawn at random, the one with fewer requests in flight
+// through this gateway (the first drawn on a tie), which is Envoy's
+// LEAST_REQUEST with its default choice_count of 2 and equal weights.
+func (g *Gateway) pickDirect() int {
+	n := len(g.direct)
+	switch g.balance {
+	case BalanceRandom:
+		return rand.IntN(n)
+	case BalanceLeastRequest:
+		if n == 1 {
+			return 0
+		}
+		a := rand.IntN(n)
+		b := rand.IntN(n - 1)
+		if b >= a {
+			b++
+		}
+		if g.inflight[b].Load() < g.inflight[a].Load() {
+			return b
+		}
+		return a
+	default:
+		return int((g.rr.Add(1) - 1) % uint64(n))
+	}
+}
+
+// DirectInflight returns the requests in flight through this gateway per
+// direct endpoint, in Config.Direct order (nil with epp).
+func (g *Gateway) DirectInflight() []int64 {
+	if g.client != nil {
+		return nil
+	}
+	out := make([]int64, len(g.inflight))
+	for i := range g.inflight {
+		out[i] = g.inflight[i].Load()
+	}
+	return out
+}
+
+// serveDirect is the no-epp mode: the balancing of Config.Balance with
+// fallback on connection failure, the body buffered like the ext_proc path
+// so both compare fairly.
 func (g *Gateway) serveDirect(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	body := g.getBody(r.ContentLength)
@@ -156,11 +200,16 @@ func (g *Gateway) serveDirect(w http.ResponseWriter, r *http.Request) {
 		u.header.Set(HeaderRequestID, uuid.NewString())
 	}
 	n := len(g.direct)
-	start := int((g.rr.Add(1) - 1) % uint64(n))
+	start := g.pickDirect()
 	dests := make([]string, 0, n)
 	for i := range n {
 		dests = append(dests, g.direct[(start+i)%n])
 	}
+	// The chosen endpoint carries the request in the in-flight counts until
+	// the response is relayed (a fallback on a refused connection is rare
+	// and not worth a recount).
+	g.inflight[start].Add(1)
+	defer g.inflight[start].Add(-1)
 	resp, dest, err := g.roundTrip(ctx, u, dests)
 	if err != nil {
 		if ctx.Err() == nil {

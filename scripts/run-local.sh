@@ -1,23 +1,34 @@
 #!/usr/bin/env bash
-# run-local.sh — the local stack behind `make run`: builds the binaries into
-# ./bin, starts a simulated vLLM fleet, epp in front of it, the gateway (an
-# Envoy stand-in speaking ext_proc to epp), runs a short shared-prefix
-# workload with loadgen through the gateway, prints the summary and where
-# the results are, then stops everything it started.
+# run-local.sh — what `make run` runs.
 #
-# Every listener is on 127.0.0.1 with a port the kernel picks (read back from
-# each process's start-up line), so nothing clashes with a running stack.
+# By default: the bench's default scenario (configs/bench/default.yaml), one
+# repeat: round-robin, least-request, epp with GIE's default config and epp
+# with fastepp's recommended config, each on a fresh simulated fleet with the
+# same shared-prefix workload and rate ladder. It builds the binaries into
+# ./bin, runs bin/bench, prints the table and where summary.json and
+# report.html are (bench-results/<scenario>/). Everything runs in one
+# process on 127.0.0.1; nothing is left running.
 #
-# Knobs (environment):
+# Knobs (environment), bench mode:
 #   GO=go                 Go command used to build
 #   BIN=bin               where the binaries go
+#   SCENARIO=default      a scenario name (bin/bench --list) or a scenario file
+#   STRATEGIES=           comma-separated strategies (default: the scenario's)
+#   REPEATS=1             runs per strategy (the README's table uses 3)
+#   OUTPUT=bench-results/<scenario>   results directory
+#   BENCH_FLAGS           extra bench flags, split on spaces
+#
+# STACK=1 runs the previous local stack instead: the real binaries as separate
+# processes (simulator fleet, epp, gateway) and one loadgen run through them,
+# logs and results under out/. Its knobs:
 #   SERVERS=4             simulated servers
 #   GPU=mi300x            simulator GPU profile
 #   MODEL_PROFILE=llama-3.1-8b   simulator model profile
 #   LOADGEN_CONFIG=configs/loadgen/local-stack.yaml   workload (its server.base_url is replaced)
 #   OUT_DIR=out/local-stack-<UTC time>   results and logs
 #   EPP_TLS=0             1: epp serves ext_proc over TLS (self-signed), the gateway dials with --epp-tls
-#   DIRECT=0              1: no epp, the gateway round-robins over the fleet (the Service baseline)
+#   DIRECT=0              1: no epp, the gateway balances over the fleet by itself (BALANCE)
+#   BALANCE=round-robin   with DIRECT=1: round-robin, random or least-request
 #   EPP_FLAGS, GATEWAY_FLAGS, SIMULATOR_FLAGS, LOADGEN_FLAGS   extra flags, split on spaces
 set -euo pipefail
 
@@ -29,6 +40,24 @@ done
 
 GO=${GO:-go}
 BIN=${BIN:-bin}
+
+if [[ ${STACK:-0} != 1 ]]; then
+	if [[ -n ${DIRECT:-} && ${DIRECT:-0} != 0 ]]; then
+		echo "run-local: DIRECT=1 now needs STACK=1: make run compares round-robin and epp side by side;" >&2
+		echo "           STRATEGIES=round-robin make run runs the round-robin baseline alone" >&2
+		exit 2
+	fi
+	SCENARIO=${SCENARIO:-default}
+	REPEATS=${REPEATS:-1}
+	read -r -a BENCH_EXTRA <<<"${BENCH_FLAGS:-}"
+	args=(--scenario "$SCENARIO" --repeats "$REPEATS")
+	[[ -n ${STRATEGIES:-} ]] && args+=(--strategies "$STRATEGIES")
+	[[ -n ${OUTPUT:-} ]] && args+=(--output "$OUTPUT")
+	printf '==> building bench, epp, simulator, gateway, loadgen into %s/\n' "$BIN"
+	"$GO" build -o "$BIN/" ./cmd/bench ./cmd/epp ./cmd/simulator ./cmd/gateway ./cmd/loadgen
+	printf '==> %s/bench %s\n' "$BIN" "${args[*]} ${BENCH_EXTRA[*]:-}"
+	exec "$BIN/bench" "${args[@]}" ${BENCH_EXTRA[@]+"${BENCH_EXTRA[@]}"}
+fi
 SERVERS=${SERVERS:-4}
 GPU=${GPU:-mi300x}
 MODEL_PROFILE=${MODEL_PROFILE:-llama-3.1-8b}
@@ -142,7 +171,7 @@ say "fleet: $ENDPOINT_LIST"
 
 EPP_METRICS=
 if [[ $DIRECT == 1 ]]; then
-	UPSTREAM=(--direct "$ENDPOINT_LIST")
+	UPSTREAM=(--direct "$ENDPOINT_LIST" --balance "${BALANCE:-round-robin}")
 else
 	secure=false
 	[[ $EPP_TLS == 1 ]] && secure=true

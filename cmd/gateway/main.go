@@ -1,8 +1,9 @@
 // Command gateway is fastepp's small Envoy stand-in for local runs and
 // benchmarks: an HTTP proxy that asks epp over ext_proc (FULL_DUPLEX_STREAMED,
 // exactly like Envoy) where each request goes, or, with --direct, spreads
-// requests round-robin over fixed endpoints (the Kubernetes Service
-// baseline). See --help and package gateway.
+// requests over fixed endpoints round-robin (the Kubernetes Service
+// baseline), at random, or to the least loaded of two (Envoy's
+// LEAST_REQUEST). See --help and package gateway.
 package main
 
 import (
@@ -16,10 +17,12 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/fastepp/fastepp/gateway"
+	"github.com/fastepp/fastepp/version"
 )
 
 const usage = `gateway — fastepp's Envoy stand-in for local runs and benchmarks.
@@ -31,12 +34,22 @@ list tried in order on connection failure) picks the upstream, the rewritten
 body is proxied there, and the response streams back through epp chunk by
 chunk (SSE is flushed per chunk). epp's ImmediateResponse errors (400, 429,
 503, ...) reach the client as they are. A client disconnect cancels the
-stream. With --direct there is no epp: requests go round-robin to the listed
-endpoints (what a Kubernetes Service does).
+stream. With --direct there is no epp: requests go to the listed endpoints
+as --balance says: round-robin (what a Kubernetes Service does), random, or
+least-request (two endpoints drawn at random, the one with fewer requests in
+flight through this gateway wins: Envoy's LEAST_REQUEST).
+
+Only the OpenAI API paths are forwarded (--paths; default /v1/completions,
+/v1/chat/completions, /v1/models, /v1/embeddings, /v1/responses and /health);
+any other path is answered 404 by the gateway itself.
+
+At start-up it checks that it can speak to epp and says why not (nothing
+listening; TLS expected: try --epp-tls; plaintext expected: drop --epp-tls);
+the same reason is added to the 500 a request gets when the stream fails.
 
 Usage:
   gateway --epp 127.0.0.1:9002 [--epp-tls] [--listen 127.0.0.1:8080]
-  gateway --direct 127.0.0.1:8000,127.0.0.1:8001 [--listen 127.0.0.1:8080]
+  gateway --direct 127.0.0.1:8000,127.0.0.1:8001 [--balance least-request] [--listen 127.0.0.1:8080]
 
 It prints "gateway listening on http://ADDR" once it accepts connections
 (--listen 127.0.0.1:0 picks a free port). SIGINT/SIGTERM stop it gracefully.
@@ -49,6 +62,8 @@ type options struct {
 	epp             string
 	eppTLS          bool
 	direct          string
+	balance         string
+	paths           string
 	connectTimeout  time.Duration
 	responseTimeout time.Duration
 	eppTimeout      time.Duration
@@ -67,7 +82,9 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:8080", "address the HTTP listener binds to (host:port; port 0 picks one)")
 	fs.StringVar(&o.epp, "epp", "", "epp's ext_proc address host:port (epp's default is port 9002)")
 	fs.BoolVar(&o.eppTLS, "epp-tls", false, "dial epp over TLS without verifying its certificate (epp's default self-signed cert; plaintext otherwise, for epp --secure-serving=false)")
-	fs.StringVar(&o.direct, "direct", "", "no epp: comma-separated ip:port endpoints used round-robin (exclusive with --epp)")
+	fs.StringVar(&o.direct, "direct", "", "no epp: comma-separated ip:port endpoints, balanced as --balance says (exclusive with --epp)")
+	fs.StringVar(&o.balance, "balance", "", "with --direct: "+strings.Join(gateway.BalanceModes, ", ")+" (default round-robin)")
+	fs.StringVar(&o.paths, "paths", strings.Join(gateway.DefaultPaths, ","), "comma-separated request paths forwarded (exact match); others get 404")
 	fs.DurationVar(&o.connectTimeout, "connect-timeout", gateway.DefaultConnectTimeout, "upstream dial timeout; a refused or timed-out dial moves on to the next fallback endpoint")
 	fs.DurationVar(&o.responseTimeout, "response-header-timeout", 0, "longest wait for an upstream's response headers (0: none; prefill under load can be slow); expiry answers 504")
 	fs.DurationVar(&o.eppTimeout, "epp-timeout", gateway.DefaultEPPTimeout, "longest wait for each epp answer the request waits on (routing, response headers); expiry answers 504")
@@ -77,6 +94,7 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	fs.IntVar(&o.chunkSize, "chunk-size", gateway.DefaultChunkSize, "largest body chunk sent to epp and read from upstreams, in bytes")
 	fs.IntVar(&o.maxIdlePerHost, "max-idle-conns-per-host", gateway.DefaultMaxIdlePerHost, "keep-alive connections kept per upstream endpoint")
 	fs.BoolVar(&o.verbose, "v", false, "debug logging: one line per failed request (to stderr)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, usage)
@@ -84,6 +102,10 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 			fs.PrintDefaults()
 		}
 		return nil, err
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version.String("gateway"))
+		return nil, flag.ErrHelp // done: run exits 0
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q: expected flags only", fs.Arg(0))
@@ -95,6 +117,11 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 		return nil, errors.New("expected one of --epp and --direct, found both")
 	case o.eppTLS && o.epp == "":
 		return nil, errors.New("--epp-tls: expected --epp as well, found --direct")
+	case o.balance != "" && o.epp != "":
+		return nil, errors.New("--balance: applies to --direct only; with --epp, epp picks")
+	}
+	if o.balance != "" && !contains(gateway.BalanceModes, o.balance) {
+		return nil, fmt.Errorf("--balance: expected one of %s, found %q", strings.Join(gateway.BalanceModes, ", "), o.balance)
 	}
 	if _, _, err := net.SplitHostPort(o.listen); err != nil {
 		return nil, fmt.Errorf("--listen: expected host:port, found %q", o.listen)
@@ -145,7 +172,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl}))
 	cfg := gateway.Config{
-		EPP: o.epp, EPPTLS: o.eppTLS,
+		EPP: o.epp, EPPTLS: o.eppTLS, Balance: o.balance, Paths: splitPaths(o.paths),
 		ConnectTimeout: o.connectTimeout, ResponseHeaderTimeout: o.responseTimeout, EPPTimeout: o.eppTimeout,
 		ChunkSize: o.chunkSize, MaxIdleConnsPerHost: o.maxIdlePerHost, Logger: log,
 	}
@@ -178,9 +205,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 		mode += " (TLS, unverified)"
 	}
 	if o.direct != "" {
-		mode = fmt.Sprintf("direct round-robin over %d endpoints", len(cfg.Direct))
+		mode = fmt.Sprintf("direct %s over %d endpoints", g.Balance(), len(cfg.Direct))
 	}
 	fmt.Fprintf(stdout, "gateway listening on http://%s (%s)\n", addr, mode)
+	if o.epp != "" {
+		go func() {
+			if hint := gateway.ProbeEPP(ctx, o.epp, o.eppTLS); hint != "" && ctx.Err() == nil {
+				fmt.Fprintf(stderr, "gateway: warning: cannot speak to epp: %s\n", hint)
+			}
+		}()
+	}
 	if ready != nil {
 		ready <- addr
 	}
@@ -200,4 +234,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, ready cha
 		return 1
 	}
 	return 0
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// splitPaths splits --paths; nil (the gateway's default) when empty.
+func splitPaths(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -90,4 +92,77 @@ func TestServeDirect(t *testing.T) {
 	if !strings.Contains(out.String(), "gateway listening on http://"+addr) {
 		t.Errorf("stdout %q lacks the listening line", out.String())
 	}
+}
+
+func TestBalanceAndPathFlags(t *testing.T) {
+	var out, errb bytes.Buffer
+	run(context.Background(), []string{"--help"}, &out, &errb, nil)
+	for _, s := range []string{"-balance", "least-request", "-paths", "/v1/responses", "try --epp-tls"} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("--help does not mention %s", s)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--direct", "127.0.0.1:8000", "--balance", "fastest"}, `--balance: expected one of round-robin, random, least-request, found "fastest"`},
+		{[]string{"--epp", "127.0.0.1:9002", "--balance", "random"}, "--balance: applies to --direct only"},
+		{[]string{"--direct", "127.0.0.1:8000", "--paths", "v1/x"}, "absolute paths"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(context.Background(), tc.args, &out, &errb, nil)
+		if code != 2 || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit 2 and %q", tc.args, code, errb.String(), tc.want)
+		}
+	}
+}
+
+// TestServeWarnsAboutEPP: started against a port where nothing listens, the
+// gateway still serves but says why it cannot speak to epp.
+func TestServeWarnsAboutEPP(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := lis.Addr().String()
+	lis.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan string, 1)
+	done := make(chan int, 1)
+	var out bytes.Buffer
+	errb := &syncBuffer{}
+	go func() { done <- run(ctx, []string{"--listen", "127.0.0.1:0", "--epp", dead}, &out, errb, ready) }()
+	select {
+	case <-ready:
+	case code := <-done:
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(errb.String(), "cannot speak to epp: nothing accepts connections at "+dead) {
+		if time.Now().After(deadline) {
+			t.Fatalf("stderr %q: no warning about epp", errb.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
