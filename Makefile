@@ -42,3 +42,14 @@ lint:
 
 fmt:
 	gofmt -w $$(git ls-files '*.go'; git ls-files --others --exclude-standard '*.go')
+
+# gpustats' amd-smi cgo binding (build tag amdsmi) against a stub libamd_smi
+# built from gpustats/testdata/amdsmi-stub (canned values and error codes);
+# on a ROCm host, build against /opt/rocm instead (see gpustats/doc.go).
+test-amdsmi:
+	@set -e; d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \
+	stub="$(CURDIR)/gpustats/testdata/amdsmi-stub"; \
+	$${CC:-gcc} -shared -fPIC -O1 -Wall -Werror -I"$$stub" -o "$$d/libamd_smi.so" "$$stub/amdsmi_stub.c"; \
+	CGO_ENABLED=1 CGO_CFLAGS="-I$$stub" CGO_LDFLAGS="-L$$d" LD_LIBRARY_PATH="$$d" \
+		$(GO) test -tags amdsmi -count=1 -timeout 5m ./gpustats/... ./cmd/gpustats/...
+.PHONY: test-amdsmi
