@@ -24,9 +24,10 @@ var palette = map[string]string{
 	"least-request":   "#ff7f0e",
 	"epp-gie-default": "#1f77b4",
 	"epp":             "#2ca02c",
+	"epp-gpu-aware":   "#d62728",
 }
 
-var extraColors = []string{"#9467bd", "#d62728", "#8c564b", "#e377c2", "#17becf", "#393b79", "#637939"}
+var extraColors = []string{"#9467bd", "#8c564b", "#e377c2", "#17becf", "#393b79", "#637939"}
 
 type reportStrategy struct {
 	Name   string         `json:"name"`

@@ -162,7 +162,7 @@ func TestScenarioErrors(t *testing.T) {
 		{"no fleet", strings.Replace(good, "fleet:", "flet:", 1), "field flet not found"},
 		{"bad gpu", strings.Replace(good, "gpu: mi300x", "gpu: tpu9", 1), "tpu9"},
 		{"no workload", good[:strings.Index(good, "workload:")] + "strategies: [epp]\n", "expected a workload"},
-		{"unknown strategy", strings.Replace(good, "[round-robin, epp]", "[round-robin, fastest]", 1), `unknown strategy "fastest": expected one of round-robin, random, least-request, epp-gie-default, epp, external=HOST:PORT, epp=FILE`},
+		{"unknown strategy", strings.Replace(good, "[round-robin, epp]", "[round-robin, fastest]", 1), `unknown strategy "fastest": expected one of round-robin, random, least-request, epp-gie-default, epp, epp-gpu-aware, external=HOST:PORT, epp=FILE`},
 		{"no strategies", strings.Replace(good, "strategies: [round-robin, epp]", "strategies: []", 1), "strategies: expected a list"},
 		{"bad ladder", strings.Replace(good, "{rate: 6, duration: 1s}", "{rate: 0, duration: 1s}", 1), "ladder[0]: expected rate > 0"},
 		{"wrong model", strings.Replace(good, "model_name: meta-llama/Llama-3.1-8B-Instruct", "model_name: other", 1), `server.model_name "other" is not served by fleet server 0`},
@@ -250,10 +250,10 @@ func TestParseStrategy(t *testing.T) {
 	}
 }
 
-// TestEPPConfigsLoad: both shipped EndpointPickerConfigs decode, and the
-// GIE one is GIE's default plan.
+// TestEPPConfigsLoad: the shipped EndpointPickerConfigs decode, the GIE
+// one is GIE's default plan, and the GPU-aware one scrapes GPU telemetry.
 func TestEPPConfigsLoad(t *testing.T) {
-	for _, name := range []string{"epp", "epp-gie-default"} {
+	for _, name := range []string{"epp", "epp-gie-default", "epp-gpu-aware"} {
 		st, err := ParseStrategy(name)
 		if err != nil {
 			t.Fatal(err)
@@ -261,6 +261,9 @@ func TestEPPConfigsLoad(t *testing.T) {
 		l, err := loadPlan(st)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
+		}
+		if (l.GPU != nil) != (name == "epp-gpu-aware") {
+			t.Errorf("%s: GPU telemetry configured %v", name, l.GPU != nil)
 		}
 		if name == "epp" {
 			def, err := config.Default(config.NewRegistry())

@@ -34,6 +34,7 @@ type Stack struct {
 	URL string
 
 	pool    *endpoints.Pool
+	gpu     *endpoints.GPUEnricher
 	grpcSrv *grpc.Server
 	gw      *gateway.Gateway
 	httpSrv *http.Server
@@ -122,7 +123,8 @@ func StartStack(ctx context.Context, sc *Scenario, st Strategy, opt StackOptions
 }
 
 // startEPP wires epp as cmd/epp does: config.Load, scheduler.New,
-// endpoints.NewPool with the config's scrape settings, extproc.New, and a
+// endpoints.NewPool with the config's scrape settings (and its GPU enricher
+// when the config has a gpu-metrics-source), extproc.New, and a
 // gRPC server with extproc.GRPCServerOptions (plaintext, 127.0.0.1).
 func (s *Stack) startEPP(ctx context.Context, sc *Scenario, st Strategy, log *slog.Logger) error {
 	l, err := loadPlan(st)
@@ -134,10 +136,18 @@ func (s *Stack) startEPP(ctx context.Context, sc *Scenario, st Strategy, log *sl
 		return err
 	}
 	sched := scheduler.New(l.Plan)
+	var enrichers []endpoints.Enricher
+	if l.GPU != nil {
+		if s.gpu, err = endpoints.NewGPUEnricher(*l.GPU, nil, log); err != nil {
+			return err
+		}
+		enrichers = append(enrichers, s.gpu)
+	}
 	s.pool = endpoints.NewPool(sched, src, endpoints.Options{
 		RefreshInterval:    sc.EPP.RefreshInterval,
 		StalenessThreshold: sc.EPP.StalenessThreshold,
 		Scrape:             l.Scrape,
+		Enrichers:          enrichers,
 		Logger:             log,
 	})
 	xp, err := extproc.New(sched, extproc.Options{Logger: log})
@@ -206,6 +216,9 @@ func (s *Stack) Close() {
 	}
 	if s.pool != nil {
 		_ = s.pool.Close()
+	}
+	if s.gpu != nil {
+		_ = s.gpu.Close()
 	}
 	if s.Fleet != nil {
 		s.Fleet.Close()

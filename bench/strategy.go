@@ -42,6 +42,7 @@ var strategyDoc = []struct{ name, doc string }{
 	{"least-request", "the gateway alone, the less loaded of two random servers by the gateway's own in-flight counts (Envoy LEAST_REQUEST)"},
 	{"epp-gie-default", "fastepp epp with the GIE EPP's default config: queue ×2, kv-cache ×2, prefix ×3 (configs/epp/gie-default.yaml)"},
 	{"epp", "fastepp epp with its recommended config (configs/epp/recommended.yaml; the binary's default)"},
+	{"epp-gpu-aware", "fastepp epp with the GIE default plus GPU telemetry: capacity-queue ×2 (instead of queue), kv-cache ×2, prefix ×3, gpu-headroom ×1 (configs/epp/gpu-aware.yaml)"},
 	{"external=HOST:PORT", "any ext_proc picker already running there (GIE, llm-d, ...), driven by the same gateway; needs the fleet on fixed ports (fleet.base_port or --base-port)"},
 	{"epp=FILE", "fastepp epp with the EndpointPickerConfig in FILE (for tuning)"},
 }
@@ -70,10 +71,13 @@ func ParseStrategy(s string) (Strategy, error) {
 	switch s {
 	case gateway.BalanceRoundRobin, gateway.BalanceRandom, gateway.BalanceLeastRequest:
 		return Strategy{Name: s, Kind: KindDirect, Balance: s}, nil
-	case "epp", "epp-gie-default":
+	case "epp", "epp-gie-default", "epp-gpu-aware":
 		file := eppconfig.Recommended
-		if s == "epp-gie-default" {
+		switch s {
+		case "epp-gie-default":
 			file = eppconfig.GIEDefault
+		case "epp-gpu-aware":
+			file = eppconfig.GPUAware
 		}
 		b, err := eppconfig.FS.ReadFile(file)
 		if err != nil {

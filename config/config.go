@@ -127,7 +127,10 @@ type Loaded struct {
 	// (metrics-data-source, core-metrics-extractor, ...).
 	DataLayer []scheduler.Plugin
 	// Scrape is what DataLayer says about scraping, for endpoints.Options.
-	Scrape       endpoints.ScrapeConfig
+	Scrape endpoints.ScrapeConfig
+	// GPU is what a gpu-metrics-source in DataLayer says about GPU
+	// telemetry (nil when there is none), for endpoints.NewGPUEnricher.
+	GPU          *endpoints.GPUConfig
 	FeatureGates []string
 	// Effective is the configuration with every default filled in, as YAML.
 	Effective []byte
@@ -767,6 +770,10 @@ func (b *builder) build() (*Loaded, error) {
 	if err != nil {
 		return nil, &Error{Msg: err.Error()}
 	}
+	gpu, err := endpoints.GPUConfigFrom(dl)
+	if err != nil {
+		return nil, &Error{Msg: err.Error()}
+	}
 	// Parser.
 	var parser scheduler.Plugin
 	if b.parserRef != nil {
@@ -798,7 +805,7 @@ func (b *builder) build() (*Loaded, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Loaded{Plan: plan, DataLayer: dl, Scrape: scrape, FeatureGates: b.gates, Effective: eff, Notes: b.notes, Parser: parser}, nil
+	return &Loaded{Plan: plan, DataLayer: dl, Scrape: scrape, GPU: gpu, FeatureGates: b.gates, Effective: eff, Notes: b.notes, Parser: parser}, nil
 }
 
 // bind collects each plugin's notes (scorers.Noter) and lets the plugins

@@ -117,8 +117,12 @@ func TestLoadedPlanPicks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Notes: the flowControl gate.
-	if len(l.DataLayer) != 2 || len(l.FeatureGates) != 1 || len(l.Notes) != 1 || l.Parser == nil {
+	// Notes: the flowControl gate. Data layer: metrics-data-source,
+	// core-metrics-extractor and gpu-metrics-source (into l.GPU).
+	if l.GPU == nil || l.GPU.URLTemplate != "http://{ip}:{port}/gpu/metrics" {
+		t.Errorf("GPU config %+v, want the urlTemplate of all-plugins.yaml", l.GPU)
+	}
+	if len(l.DataLayer) != 3 || len(l.FeatureGates) != 1 || len(l.Notes) != 1 || l.Parser == nil {
 		t.Errorf("data layer %d, gates %v, notes %v", len(l.DataLayer), l.FeatureGates, l.Notes)
 	}
 	s := scheduler.New(l.Plan)

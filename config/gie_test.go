@@ -79,7 +79,7 @@ func TestGIESections(t *testing.T) {
 		{"producer in a profile: ignored, as GIE", "plugins:\n- type: inflight-load-producer\n- type: queue-scorer\nschedulingProfiles:\n- name: p\n  plugins:\n  - pluginRef: inflight-load-producer\n  - pluginRef: queue-scorer\n", "",
 			`profile "p": plugin "inflight-load-producer" (type inflight-load-producer) is a request data producer and takes no part in a pick; ignored there, as GIE ignores it`},
 		{"parser in dataLayer refused", "plugins:\n- type: openai-parser\ndataLayer:\n  sources:\n  - pluginRef: openai-parser\n",
-			`config line 5: dataLayer: plugin "openai-parser" (type openai-parser) is a parser; known data-layer types: core-metrics-extractor, metrics-data-source`, ""},
+			`config line 5: dataLayer: plugin "openai-parser" (type openai-parser) is a parser; known data-layer types: core-metrics-extractor, gpu-metrics-source, metrics-data-source`, ""},
 		{"not in the default profile", "plugins:\n- type: approx-prefix-cache-producer\n- type: openai-parser\n- type: prefix-cache-scorer\n", "",
 			""},
 		{"GIE gates", "featureGates: [dataLayer, enableLegacyMetrics, flowControl]\n", "", "feature gate enableLegacyMetrics: accepted"},

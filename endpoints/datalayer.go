@@ -126,10 +126,13 @@ func ScrapeConfigFrom(plugins []scheduler.Plugin) (ScrapeConfig, error) {
 func ScrapeConfigOver(base ScrapeConfig, plugins []scheduler.Plugin) (ScrapeConfig, error) {
 	c := base.withDefaults()
 	for _, p := range plugins {
+		if _, gpu := p.(*gpuMetricsSource); gpu {
+			continue // GPUConfigFrom reads it
+		}
 		sc, ok := p.(scrapeConfigurer)
 		if !ok {
-			return c, fmt.Errorf("data layer: plugin %q (type %s) is not a data-layer plugin of this build; known: %s, %s",
-				p.Name(), p.Type(), MetricsDataSourceType, CoreMetricsExtractorType)
+			return c, fmt.Errorf("data layer: plugin %q (type %s) is not a data-layer plugin of this build; known: %s, %s, %s",
+				p.Name(), p.Type(), MetricsDataSourceType, CoreMetricsExtractorType, GPUMetricsSourceType)
 		}
 		sc.configure(&c)
 	}
@@ -199,8 +202,11 @@ func givenParams(p scheduler.Params, names ...string) map[string]bool {
 	return m
 }
 
-// RegisterPlugins adds the data-layer plugin types to r.
+// RegisterPlugins adds the data-layer plugin types to r: GIE's
+// metrics-data-source and core-metrics-extractor, and fastepp's
+// gpu-metrics-source.
 func RegisterPlugins(r *scheduler.Registry) {
+	registerGPUSource(r)
 	def := DefaultScrapeConfig()
 	r.MustRegister(MetricsDataSourceType, scheduler.Factory{
 		Kind:   scheduler.KindDataLayer,

@@ -1,6 +1,7 @@
 package gpustats
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -110,15 +111,28 @@ func (e *Exporter) Read(ctx context.Context) ([]GPU, error) {
 		return nil, fmt.Errorf("exporter %s: expected HTTP 200, found %s", e.o.URL, resp.Status)
 	}
 	now := e.o.Now()
-	lr := &io.LimitedReader{R: resp.Body, N: e.o.MaxBytes + 1}
-	gpus, err := ParseExporter(lr, now)
-	if lr.N <= 0 {
+	page, err := io.ReadAll(io.LimitReader(resp.Body, e.o.MaxBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("exporter %s: reading the page: %w", e.o.URL, err)
+	}
+	if int64(len(page)) > e.o.MaxBytes {
 		return nil, fmt.Errorf("exporter %s: expected a page of at most %d bytes, found more", e.o.URL, e.o.MaxBytes)
 	}
+	gpus, err := parsePage(page, now)
 	if err != nil {
 		return gpus, fmt.Errorf("exporter %s: %w", e.o.URL, err)
 	}
 	return gpus, nil
+}
+
+// parsePage parses a fetched page: the common shape without expfmt
+// (parseSimple), anything else with it (ParseExporter).
+func parsePage(page []byte, now time.Time) ([]GPU, error) {
+	gpus, err := parseSimple(page, now)
+	if err != errNotSimple {
+		return gpus, err
+	}
+	return ParseExporter(bytes.NewReader(page), now)
 }
 
 // ParseExporter parses a Prometheus text page in AMD or NVIDIA exporter

@@ -10,8 +10,8 @@ var snapSeq atomic.Uint64
 
 // EndpointState is one endpoint as a snapshot sees it.
 //
-// New per-endpoint data (GPU telemetry next) enters here: add a field group
-// beside M, with its own read time, filled by package endpoints when it builds
+// New per-endpoint data enters here (GPU telemetry did, as GPU): add a field
+// group beside M, with its own read time, filled by package endpoints when it builds
 // the states it publishes (an endpoints.Enricher runs on the publisher
 // goroutine for exactly that); derived values that do not depend on the
 // request are computed in NewSnapshot (like KVScore) or in a plugin's
@@ -22,6 +22,9 @@ type EndpointState struct {
 	M Metrics
 	// Healthy is false when the endpoint's last scrapes failed.
 	Healthy bool
+	// GPU is the endpoint's GPU telemetry (set by an endpoints.Enricher;
+	// zero, Present false, when there is none or it is stale).
+	GPU GPUState
 
 	// Set by NewSnapshot:
 	// Fresh: healthy and metrics younger than the staleness threshold.

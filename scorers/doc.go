@@ -53,4 +53,6 @@ func Register(r *scheduler.Registry) {
 	registerInflightProducer(r)
 	registerParsers(r)
 	registerServedVerifier(r)
+	registerGPUHeadroom(r)
+	registerCapacityQueue(r)
 }

@@ -44,7 +44,7 @@ func clamp01(v float64) float64 { return min(max(v, 0), 1) }
 // gpuFamilies renders one series per simulated GPU (tensor-parallel size of
 // them) in AMD device-metrics-exporter names (docs/GPUSTATS.md), derived from
 // the engine: activity from step occupancy, VRAM from weights + reserve +
-// KV blocks in use, power from activity, temperature from power, clock from
+// the whole KV pool (flat after start, as vLLM preallocates it), power from activity, temperature from power, clock from
 // activity. Units follow the exporter: %, MB, W, °C, MHz.
 func (s *Server) gpuFamilies(st engine.Stats, now time.Duration) []*dto.MetricFamily {
 	ec := s.eng.Config()
@@ -52,7 +52,10 @@ func (s *Server) gpuFamilies(st engine.Stats, now time.Duration) []*dto.MetricFa
 	tp := ec.TensorParallel
 	gfx, umc := s.gpu.sample(now, st, gp.MBU)
 	totalMB := gp.HBMGB * 1e3
-	usedMB := min((st.WeightBytes+st.ReserveBytes+float64(st.UsedBlocks)*st.KVBlockBytes)/float64(tp)/1e6, totalMB)
+	// VRAM as vLLM holds it: weights, activation reserve and the whole KV
+	// pool (every block, used or not) are allocated at start, so used VRAM is
+	// flat, about gpu_memory_utilization of HBM (less with num_gpu_blocks).
+	usedMB := min((st.WeightBytes+st.ReserveBytes+float64(st.NumGPUBlocks)*st.KVBlockBytes)/float64(tp)/1e6, totalMB)
 	power := gp.IdleWatts + (gp.TDPWatts-gp.IdleWatts)*gfx
 	junction := 35 + 50*power/gp.TDPWatts
 	sclk := gp.MaxSclkMHz * (0.35 + 0.65*gfx)

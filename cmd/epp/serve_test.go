@@ -214,3 +214,31 @@ func TestCertPath(t *testing.T) {
 		t.Errorf("empty --cert-path: exit %d, %q", code, errb.String())
 	}
 }
+
+// TestGPUTelemetryWired: a config with a gpu-metrics-source starts the GPU
+// enricher (its start-up line names the source) and still routes.
+func TestGPUTelemetryWired(t *testing.T) {
+	cfg := `apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: gpu-metrics-source
+  parameters: {urlTemplate: "http://{ip}:{port}/gpu/metrics", interval: 100ms}
+- type: gpu-headroom-scorer
+- type: capacity-queue-scorer
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: gpu-headroom-scorer
+  - pluginRef: capacity-queue-scorer
+dataLayer:
+  sources:
+  - pluginRef: gpu-metrics-source
+`
+	_, _, _, _, logs := startEPP(t, 2, "--config-text", cfg)
+	logs.mu.Lock()
+	out := logs.w.(*bytes.Buffer).String()
+	logs.mu.Unlock()
+	if !strings.Contains(out, "gpu telemetry") || !strings.Contains(out, "{ip}:{port}/gpu/metrics") {
+		t.Errorf("no GPU telemetry start-up line in the logs:\n%s", out)
+	}
+}

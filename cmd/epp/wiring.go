@@ -103,11 +103,24 @@ func serve(ctx context.Context, o *options, l *config.Loaded, log *slog.Logger, 
 	sched := scheduler.New(l.Plan)
 	pm := newPoolMetrics(reg)
 	pm.PoolName = o.poolName
+	var enrichers []endpoints.Enricher
+	if l.GPU != nil {
+		// GPU telemetry (gpu-metrics-source): scraped on its own goroutine,
+		// copied into each snapshot by the pool's publisher.
+		g, err := endpoints.NewGPUEnricher(*l.GPU, nil, log)
+		if err != nil {
+			return err
+		}
+		defer g.Close()
+		enrichers = append(enrichers, g)
+		log.Info("gpu telemetry", "url", l.GPU.URL, "urlTemplate", l.GPU.URLTemplate, "interval", l.GPU.Interval, "stalenessThreshold", l.GPU.StalenessThreshold)
+	}
 	pool := endpoints.NewPool(sched, src, endpoints.Options{
 		RefreshInterval:    o.refreshMetricsInterval,
 		StalenessThreshold: o.metricsStalenessThreshold,
 		ScrapeTimeout:      o.metricsScrapeTimeout,
 		Scrape:             sc,
+		Enrichers:          enrichers,
 		Logger:             log,
 		OnScrape:           pm.onScrape,
 	})
