@@ -45,7 +45,7 @@ func TestErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"--scenario", "nope"}, `scenario "nope": expected one of burst, ci, default, mixed`},
-		{[]string{"--strategies", "round-robin,fastest"}, `--strategies: unknown strategy "fastest": expected one of round-robin, random, least-request, epp-gie-default, epp, external=HOST:PORT, epp=FILE`},
+		{[]string{"--strategies", "round-robin,fastest"}, `--strategies: unknown strategy "fastest": expected one of round-robin, random, least-request, epp-gie-default, epp, epp-gpu-aware, external=HOST:PORT, epp=FILE`},
 		{[]string{"--repeats", "0"}, "--repeats: expected 1..100"},
 		{[]string{"stray"}, `unexpected argument "stray"`},
 		{[]string{"--no-such"}, "flag provided but not defined"},
