@@ -230,7 +230,7 @@ type entry struct {
 	picker  scheduler.Picker
 	handler scheduler.ProfileHandler
 	sat     scheduler.SaturationDetector
-	passive scorers.Passive // set for the data-layer-kind types that take no part in a pick
+	passive scorers.Passive // set for the request-control types (no part in a pick)
 }
 
 func newEntry(name, typ string, kind scheduler.Kind, plug scheduler.Plugin, p *params) *entry {
@@ -835,22 +835,13 @@ func (b *builder) bind(plugins []scheduler.Plugin, profiles []*scheduler.Profile
 	return nil
 }
 
-// dataLayerTypes lists the registered types dataLayer.sources may name: the
-// data-layer kind without the scorers.Passive types registered under it.
-func (b *builder) dataLayerTypes() []string {
-	var ts []string
-	for _, t := range b.reg.TypesOf(scheduler.KindDataLayer) {
-		if f, _ := b.reg.Lookup(t); !isPassive(f.Proto) {
-			ts = append(ts, t)
-		}
-	}
-	return ts
-}
+// dataLayerTypes lists the registered types dataLayer.sources may name.
+func (b *builder) dataLayerTypes() []string { return b.reg.TypesOf(scheduler.KindDataLayer) }
 
 // parserTypes lists the registered parser types.
 func (b *builder) parserTypes() []string {
 	var ts []string
-	for _, t := range b.reg.TypesOf(scheduler.KindDataLayer) {
+	for _, t := range b.reg.TypesOf(scheduler.KindRequestControl) {
 		if f, _ := b.reg.Lookup(t); isPassive(f.Proto) && f.Proto.(scorers.Passive).Role() == scorers.RoleParser {
 			ts = append(ts, t)
 		}

@@ -38,6 +38,10 @@ const (
 	KindProfileHandler Kind = "profile-handler"     // implements ProfileHandler
 	KindSaturation     Kind = "saturation-detector" // implements SaturationDetector (and may be a Filter)
 	KindDataLayer      Kind = "data-layer"          // configures the data layer (package endpoints); Plugin only
+	// KindRequestControl: GIE's request-control types fastepp accepts that
+	// take no part in a pick (data producers fastepp does inherently, the
+	// request parser, response plugins); Plugin only.
+	KindRequestControl Kind = "request-control"
 )
 
 // Check reports whether p implements the interface kind k promises.
@@ -58,7 +62,7 @@ func (k Kind) Check(p Plugin) bool {
 	case KindSaturation:
 		_, ok := p.(SaturationDetector)
 		return ok
-	case KindDataLayer:
+	case KindDataLayer, KindRequestControl:
 		return p != nil
 	}
 	return false

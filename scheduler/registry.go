@@ -149,7 +149,7 @@ func (k Kind) iface() string {
 		return "scheduler.ProfileHandler"
 	case KindSaturation:
 		return "scheduler.SaturationDetector"
-	case KindDataLayer:
+	case KindDataLayer, KindRequestControl:
 		return "scheduler.Plugin"
 	}
 	return "a known kind (" + strconv.Quote(string(k)) + " is not one)"

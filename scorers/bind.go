@@ -35,14 +35,10 @@ type Binder interface {
 // work fastepp does itself (in-flight accounting on every Handle, the prefix
 // index updated at pick time, the one-pass OpenAI body scan) or cannot do yet.
 //
-// The scheduler has no kind for them yet (a scheduler.KindRequestControl
-// that promises only scheduler.Plugin would be their proper home), so they
-// are registered as scheduler.KindDataLayer, the one kind that promises
-// nothing beyond scheduler.Plugin. config recognises them by this interface:
-// it keeps them out of dataLayer.sources (endpoints.ScrapeConfigFrom would
-// refuse them) and out of error messages that list data-layer types, and it
-// skips them, with a note, when a profile names one (GIE ignores them there
-// too). The config's parser section names a Passive plugin of RoleParser.
+// They are registered as scheduler.KindRequestControl, which promises
+// nothing beyond scheduler.Plugin. config skips them, with a note, when a
+// profile names one (GIE ignores them there too), and the config's parser
+// section names a Passive plugin of RoleParser.
 type Passive interface {
 	scheduler.Plugin
 	// Role is GIE's name for what the type does, e.g. RoleParser. It is a

@@ -22,7 +22,7 @@ func (*inflightProducer) Role() string { return RoleProducer }
 
 func registerInflightProducer(r *scheduler.Registry) {
 	r.MustRegister(InflightProducerType, scheduler.Factory{
-		Kind:  scheduler.KindDataLayer, // see Passive
+		Kind:  scheduler.KindRequestControl,
 		Proto: (*inflightProducer)(nil),
 		Doc:   "accepted for GIE compatibility: fastepp counts in-flight requests and tokens on every endpoint itself",
 		New: func(name string, _ scheduler.Params) (scheduler.Plugin, error) {

@@ -24,7 +24,7 @@ func (*openAIParser) Role() string { return RoleParser }
 
 func registerParsers(r *scheduler.Registry) {
 	r.MustRegister(OpenAIParserType, scheduler.Factory{
-		Kind:  scheduler.KindDataLayer, // see Passive
+		Kind:  scheduler.KindRequestControl,
 		Proto: (*openAIParser)(nil),
 		Doc:   "accepted for GIE compatibility: fastepp's ext_proc server reads OpenAI request bodies itself",
 		New: func(name string, _ scheduler.Params) (scheduler.Plugin, error) {

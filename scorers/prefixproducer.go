@@ -43,7 +43,7 @@ type prefixProducer struct {
 
 func registerPrefixProducer(r *scheduler.Registry) {
 	r.MustRegister(PrefixProducerType, scheduler.Factory{
-		Kind:   scheduler.KindDataLayer, // see Passive
+		Kind:   scheduler.KindRequestControl,
 		Proto:  (*prefixProducer)(nil),
 		Params: prefixIndexParams(),
 		Doc:    "accepted for GIE compatibility: its parameters define the prefix index, which fastepp keeps in the prefix-cache-scorer",

@@ -114,7 +114,7 @@ func TestPrefixProducerBind(t *testing.T) {
 }
 
 // TestPassiveTypes: the accepted types that take no part in a pick register
-// as data-layer kind, implement Passive with their role (callable on the
+// as request-control kind, implement Passive with their role (callable on the
 // registry's nil Proto) and refuse parameters they do not have.
 func TestPassiveTypes(t *testing.T) {
 	reg := NewRegistry()
@@ -125,8 +125,8 @@ func TestPassiveTypes(t *testing.T) {
 		ServedVerifierType:   RoleResponse,
 	} {
 		f, ok := reg.Lookup(typ)
-		if !ok || f.Kind != scheduler.KindDataLayer {
-			t.Errorf("%s: registered %v as %s, want data-layer kind", typ, ok, f.Kind)
+		if !ok || f.Kind != scheduler.KindRequestControl {
+			t.Errorf("%s: registered %v as %s, want request-control kind", typ, ok, f.Kind)
 			continue
 		}
 		if p, ok := f.Proto.(Passive); !ok || p.Role() != role {

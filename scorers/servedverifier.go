@@ -23,7 +23,7 @@ func (*servedVerifier) Role() string { return RoleResponse }
 
 func registerServedVerifier(r *scheduler.Registry) {
 	r.MustRegister(ServedVerifierType, scheduler.Factory{
-		Kind:  scheduler.KindDataLayer, // see Passive
+		Kind:  scheduler.KindRequestControl,
 		Proto: (*servedVerifier)(nil),
 		Doc:   "GIE's conformance tests: writes the endpoint that served the request into the x-conformance-test-served-endpoint response header",
 		New: func(name string, _ scheduler.Params) (scheduler.Plugin, error) {
