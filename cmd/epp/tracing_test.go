@@ -11,6 +11,7 @@ import (
 	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // collector is an OTLP trace collector on loopback that records span names.
@@ -57,6 +58,7 @@ func TestTracingExportsOTLP(t *testing.T) {
 	t.Setenv("OTEL_SERVICE_NAME", "epp-under-test")
 
 	a, cancel, done, _, _ := startEPP(t, 2, "--secure-serving=false", "--tracing")
+	waitReadiness(t, a.health)
 	conn, err := grpc.NewClient(a.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -104,5 +106,29 @@ func TestSamplerFromEnv(t *testing.T) {
 		case tc.err == "" && (err != nil || desc != tc.want):
 			t.Errorf("%s %s: %q, %v; want %q", tc.name, tc.arg, desc, err, tc.want)
 		}
+	}
+}
+
+// waitReadiness waits (up to 10 s) for epp's readiness to be SERVING: the
+// pool has endpoints, so a request is routed rather than answered 503.
+func waitReadiness(t *testing.T, healthAddr string) {
+	t.Helper()
+	hc, err := grpc.NewClient(healthAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hc.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		r, err := healthpb.NewHealthClient(hc).Check(ctx, &healthpb.HealthCheckRequest{Service: "readiness"})
+		cancel()
+		if err == nil && r.Status == healthpb.HealthCheckResponse_SERVING {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("readiness never SERVING: %v, %v", r, err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
