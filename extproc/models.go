@@ -94,20 +94,13 @@ func (k *knownModels) matches(snap *scheduler.Snapshot) bool {
 	return true
 }
 
-// refreshKnown makes the known set follow the published snapshot. It runs on
-// the request path once per new snapshot (one request at a time; the others
-// use the current set meanwhile) and allocates only when the pool's model
-// names changed.
-func (s *Server) refreshKnown() {
-	snap := s.sched.Snapshot()
-	if snap == nil || snap.Seq == s.knownSeq.Load() || !s.knownBusy.CompareAndSwap(false, true) {
-		return
-	}
+// updateKnown makes the known set follow a new snapshot. It runs on the
+// pool's publisher goroutine (Scheduler.OnPublish), never on the request
+// path, and allocates only when the pool's model names changed.
+func (s *Server) updateKnown(snap *scheduler.Snapshot) {
 	if !s.known.Load().matches(snap) {
 		s.known.Store(newKnownModels(s.allow, snap))
 	}
-	s.knownSeq.Store(snap.Seq)
-	s.knownBusy.Store(false)
 }
 
 // modelLabel is the label value for a model name: the name when the picker

@@ -85,9 +85,7 @@ type Server struct {
 	intern   map[string]string
 
 	// Models that may be label values (models.go), per snapshot.
-	known     atomic.Pointer[knownModels]
-	knownSeq  atomic.Uint64 // Seq of the snapshot known was checked against
-	knownBusy atomic.Bool   // one request refreshes known at a time
+	known atomic.Pointer[knownModels]
 
 	buffered atomic.Int64 // request body bytes held by all streams
 
@@ -173,6 +171,7 @@ func New(sched *scheduler.Scheduler, opts Options) (*Server, error) {
 		}
 	}
 	s.known.Store(newKnownModels(s.allow, nil))
+	sched.OnPublish(s.updateKnown) // the pool's model names, per snapshot
 	s.streams.New = func() any { return new(stream) }
 	s.cycles.New = func() any { return sched.NewCycle() }
 	return s, nil
@@ -666,9 +665,6 @@ func (st *stream) pick(body []byte, bodySeen bool) (bool, error) {
 	a := apiOf(string(st.path))
 	if len(st.path) == 0 {
 		a = apiOf(defaultPath)
-	}
-	if s.m != nil {
-		s.refreshKnown() // before the model names are looked up
 	}
 	var origModel, origLabel string
 	if hasBody {

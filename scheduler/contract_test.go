@@ -324,3 +324,26 @@ func TestPanickingPluginLeaksNoInflight(t *testing.T) {
 		}
 	}
 }
+
+// TestOnPublish: a callback sees the current snapshot at once, then every
+// later one before picks can (Snapshot still returns the previous one).
+func TestOnPublish(t *testing.T) {
+	s := scheduler.New(nil)
+	now := time.Now()
+	first := scheduler.NewSnapshot(pool(1, now), now, 0)
+	s.Publish(first)
+	var seen []*scheduler.Snapshot
+	var before []*scheduler.Snapshot
+	s.OnPublish(func(snap *scheduler.Snapshot) {
+		seen = append(seen, snap)
+		before = append(before, s.Snapshot())
+	})
+	second := scheduler.NewSnapshot(pool(2, now), now, 0)
+	s.Publish(second)
+	if len(seen) != 2 || seen[0] != first || seen[1] != second {
+		t.Fatalf("callback saw %v, want the current snapshot then the new one", seen)
+	}
+	if before[1] != first {
+		t.Error("the new snapshot was visible before the callback ran")
+	}
+}

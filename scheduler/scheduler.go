@@ -27,7 +27,8 @@ var (
 type Scheduler struct {
 	plan  *Plan
 	cur   atomic.Pointer[published]
-	pubMu sync.Mutex // serialises Publish (PrepareSnapshot calls never overlap)
+	pubMu sync.Mutex        // serialises Publish (PrepareSnapshot calls never overlap)
+	onPub []func(*Snapshot) // OnPublish callbacks (pubMu)
 	seed  atomic.Uint64
 }
 
@@ -66,7 +67,24 @@ func (s *Scheduler) Publish(snap *Snapshot) {
 			pub.prepared[sp.slot] = sp.p.PrepareSnapshot(snap, old)
 		}
 	}
+	for _, f := range s.onPub {
+		f(snap)
+	}
 	s.cur.Store(pub)
+}
+
+// OnPublish makes f run in every later Publish, on the publisher's
+// goroutine, after the plugins prepared snap and before picks can see it:
+// the place for per-snapshot work outside the plan (the ext_proc server's
+// set of known model names). If a snapshot is already published, f runs
+// once with it now. f must not call Publish or OnPublish.
+func (s *Scheduler) OnPublish(f func(*Snapshot)) {
+	s.pubMu.Lock()
+	defer s.pubMu.Unlock()
+	s.onPub = append(s.onPub, f)
+	if p := s.cur.Load(); p != nil {
+		f(p.snap)
+	}
 }
 
 // Snapshot returns the current snapshot (nil before the first Publish).
