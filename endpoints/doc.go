@@ -1,5 +1,5 @@
 // Package endpoints owns the pool of model-server endpoints: discovery (a
-// static list, a watched file; Kubernetes comes later) behind the Source
+// static list, a watched file; Kubernetes in package endpoints/kube) behind the Source
 // interface, one scraper goroutine per endpoint that fetches and parses the
 // server's Prometheus metrics page, and the Pool that keeps one
 // scheduler.Handle per endpoint for its lifetime and publishes immutable

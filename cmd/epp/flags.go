@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fastepp/fastepp/endpoints"
+	"github.com/fastepp/fastepp/endpoints/kube"
 	"github.com/fastepp/fastepp/extproc"
 	"github.com/fastepp/fastepp/version"
 )
@@ -21,6 +22,9 @@ type options struct {
 	grpcPort, grpcHealthPort, metricsPort int
 	poolName, poolNamespace, poolGroup    string
 	endpointSelector, endpointTargetPorts string
+	kubeconfig                            string
+	selector                              map[string]string // parsed --endpoint-selector
+	targetPorts                           []int             // parsed --endpoint-target-ports
 	configFile, configText                string
 	refreshMetricsInterval                time.Duration
 	metricsStalenessThreshold             time.Duration
@@ -81,6 +85,9 @@ Inference Extension EPP).
 Usage:
   epp --endpoints 10.0.0.1:8000,10.0.0.2:8000 [flags]     static pool, no Kubernetes
   epp --endpoints-file pool.yaml [flags]                   pool from a watched file
+  epp --pool-name NAME [--pool-namespace NS] [flags]       Kubernetes: follow an InferencePool
+  epp --endpoint-selector app=vllm --endpoint-target-ports 8000 [flags]
+                                                           Kubernetes: pods by label, no pool object
   epp --check-config [--config-file F | --config-text T]   validate and print the effective config
   epp --version
 
@@ -99,18 +106,18 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	fs.IntVar(&o.grpcPort, "grpc-port", 9002, "ext_proc gRPC port (the gateway connects here)")
 	fs.IntVar(&o.grpcHealthPort, "grpc-health-port", 9003, "gRPC health port (services \"\", liveness, readiness, envoy.service.ext_proc.v3.ExternalProcessor)")
 	fs.IntVar(&o.metricsPort, "metrics-port", 9090, "Prometheus /metrics port")
-	fs.StringVar(&o.poolName, "pool-name", "", "InferencePool to watch (Kubernetes mode; not available in this build)")
+	fs.StringVar(&o.poolName, "pool-name", "", "InferencePool to watch: its selector's Ready pods, one endpoint per target port, followed live (Kubernetes mode)")
 	fs.StringVar(&o.poolNamespace, "pool-namespace", ns, "namespace of the InferencePool (default: $NAMESPACE, else default)")
-	fs.StringVar(&o.poolGroup, "pool-group", "inference.networking.k8s.io", "API group of the InferencePool")
-	fs.StringVar(&o.endpointSelector, "endpoint-selector", "", "pod label selector k=v,... without an InferencePool (Kubernetes mode; not available in this build)")
-	fs.StringVar(&o.endpointTargetPorts, "endpoint-target-ports", "", "model-server ports for --endpoint-selector")
+	fs.StringVar(&o.poolGroup, "pool-group", "inference.networking.k8s.io", "API group of the InferencePool (only inference.networking.k8s.io, i.e. InferencePool v1, is supported)")
+	fs.StringVar(&o.endpointSelector, "endpoint-selector", "", "without an InferencePool object: the Ready pods matching this label selector k=v,... in --pool-namespace (Kubernetes mode; needs --endpoint-target-ports)")
+	fs.StringVar(&o.endpointTargetPorts, "endpoint-target-ports", "", "model-server ports for --endpoint-selector, comma-separated (several = data-parallel ranks)")
 	fs.StringVar(&o.configFile, "config-file", "", "EndpointPickerConfig YAML file (default: the built-in GIE default)")
 	fs.StringVar(&o.configText, "config-text", "", "EndpointPickerConfig YAML text (exclusive with --config-file)")
 	fs.DurationVar(&o.refreshMetricsInterval, "refresh-metrics-interval", 50*time.Millisecond, "how often each endpoint's /metrics is scraped")
 	fs.DurationVar(&o.metricsStalenessThreshold, "metrics-staleness-threshold", 2*time.Second, "metrics older than this take an endpoint out of scoring (unless all are stale)")
 	fs.BoolVar(&o.secureServing, "secure-serving", true, "serve ext_proc over TLS (self-signed unless --cert-path)")
 	fs.StringVar(&o.certPath, "cert-path", "", "directory with tls.crt and tls.key for ext_proc TLS")
-	fs.BoolVar(&o.haLeaderElection, "ha-enable-leader-election", false, "lease-based leader election (Kubernetes mode; not available in this build)")
+	fs.BoolVar(&o.haLeaderElection, "ha-enable-leader-election", false, "elect a leader through a Lease in --pool-namespace; only the leader reports ready (GIE's active-passive HA; Kubernetes mode)")
 	fs.BoolVar(&o.disableSubsetFilter, "disable-endpoint-subset-filter", false, "ignore the proxy's subset hint (envoy.lb.subset_hint)")
 	fs.IntVar(&o.verbosity, "v", 0, "log verbosity as in GIE: 0-1 info, 2-3 more info, 4+ debug (one line per decision with each candidate's scores)")
 	fs.StringVar(&o.zapEncoder, "zap-encoder", "", "GIE's log encoder flag: json or console (maps onto --log-format)")
@@ -127,7 +134,8 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	fs.BoolVar(&o.healthChecking, "health-checking", false, "also serve gRPC health on the ext_proc port: envoy.service.ext_proc.v3.ExternalProcessor and \"\" SERVING while epp serves (GIE's meaning)")
 	fs.BoolVar(&o.enableCertReload, "enable-cert-reload", false, "watch --cert-path's tls.crt and tls.key and serve a new certificate without a restart")
 	fs.BoolVar(&o.tracing, "tracing", true, "OpenTelemetry tracing as in GIE (default true): a span per request; exporter, endpoint, sampler (default parentbased_traceidratio 0.1) and service name from the standard OTEL_* variables. Without OTEL_TRACES_EXPORTER or an OTLP endpoint nothing is exported (GIE prints spans to stdout)")
-	fs.BoolVar(&o.metricsEndpointAuth, "metrics-endpoint-auth", false, "GIE authenticates /metrics with Kubernetes TokenReview (default true there); not available in this build: /metrics is served without authentication and true is refused")
+	fs.BoolVar(&o.metricsEndpointAuth, "metrics-endpoint-auth", true, "in Kubernetes mode, serve /metrics only to bearer tokens the API server authenticates (TokenReview) and authorises for get on /metrics (SubjectAccessReview), as GIE does; with --endpoints/--endpoints-file there is no API server and /metrics is open")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file for Kubernetes mode (default: $KUBECONFIG, else the in-cluster ServiceAccount, else ~/.kube/config)")
 	fs.DurationVar(&o.requestIdleTimeout, "request-idle-timeout", extproc.DefaultRequestIdleTimeout, "a stream whose request (headers, body chunks) stalls this long before it is answered gets 408 and its buffered body is released; answered streams are never timed (0 disables)")
 	fs.Int64Var(&o.maxBufferedRequestBytes, "max-buffered-request-bytes", extproc.DefaultMaxBufferedBytes, "bound on the request body bytes all streams buffer at once; a chunk over it ends its stream with 503 (413 when the body alone is over it)")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -253,18 +261,52 @@ func (o *options) validate() error {
 	if !o.checkConfig {
 		k8s := o.poolName != "" || o.endpointSelector != ""
 		switch {
-		case k8s:
-			errs = append(errs, errors.New("--pool-name/--endpoint-selector: Kubernetes discovery is not available in this build yet; use --endpoints or --endpoints-file"))
+		case o.poolName != "" && o.endpointSelector != "":
+			errs = append(errs, errors.New("--pool-name and --endpoint-selector: expected one pool source, found both"))
+		case k8s && (o.endpoints != "" || o.endpointsFile != ""):
+			errs = append(errs, errors.New("--pool-name/--endpoint-selector and --endpoints/--endpoints-file: expected one pool source, found both"))
 		case o.endpoints != "" && o.endpointsFile != "":
 			errs = append(errs, errors.New("--endpoints and --endpoints-file: expected one pool source, found both"))
-		case o.endpoints == "" && o.endpointsFile == "":
-			errs = append(errs, errors.New("no pool: expected --endpoints ip:port,... or --endpoints-file F"))
+		case !k8s && o.endpoints == "" && o.endpointsFile == "":
+			errs = append(errs, errors.New("no pool: expected --pool-name NAME (Kubernetes), --endpoint-selector k=v with --endpoint-target-ports, --endpoints ip:port,... or --endpoints-file F"))
 		}
-		if o.haLeaderElection {
-			errs = append(errs, errors.New("--ha-enable-leader-election: needs Kubernetes mode, not available in this build yet"))
+		if o.endpointSelector != "" {
+			sel, err := kube.ParseSelector(o.endpointSelector)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("--endpoint-selector: %w", err))
+			}
+			o.selector = sel
+			if o.endpointTargetPorts == "" {
+				errs = append(errs, errors.New("--endpoint-selector: expected --endpoint-target-ports with it (the model servers' ports), found none"))
+			}
 		}
-		if o.metricsEndpointAuth {
-			errs = append(errs, errors.New("--metrics-endpoint-auth=true: authenticating /metrics needs Kubernetes (TokenReview), not available in this build; /metrics is served without authentication (pass --metrics-endpoint-auth=false)"))
+		if o.endpointTargetPorts != "" {
+			ports, err := kube.ParsePorts(o.endpointTargetPorts)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("--endpoint-target-ports: %w", err))
+			}
+			o.targetPorts = ports
+			if o.poolName != "" {
+				errs = append(errs, errors.New("--endpoint-target-ports: goes with --endpoint-selector; with --pool-name the InferencePool's targetPorts are used"))
+			}
+		}
+		if k8s && o.poolGroup != kube.PoolGroup {
+			errs = append(errs, fmt.Errorf("--pool-group: expected %s (InferencePool v1), found %q; the v1alpha2 pools of inference.networking.x-k8s.io are not supported", kube.PoolGroup, o.poolGroup))
+		}
+		if k8s && o.poolNamespace == "" {
+			errs = append(errs, errors.New("--pool-namespace: expected a namespace, found an empty one"))
+		}
+		if o.haLeaderElection && !k8s {
+			errs = append(errs, errors.New("--ha-enable-leader-election: needs Kubernetes mode (--pool-name or --endpoint-selector): the election is a Lease on the API server"))
+		}
+		if !k8s {
+			if o.set["metrics-endpoint-auth"] && o.metricsEndpointAuth {
+				errs = append(errs, errors.New("--metrics-endpoint-auth=true: authenticating /metrics needs the Kubernetes API server (TokenReview), and --endpoints/--endpoints-file runs without one; drop the flag"))
+			}
+			o.metricsEndpointAuth = false
+		}
+		if o.kubeconfig != "" && !k8s {
+			errs = append(errs, errors.New("--kubeconfig: only used in Kubernetes mode (--pool-name or --endpoint-selector)"))
 		}
 	}
 	if o.objectives != "" {
@@ -349,9 +391,6 @@ var inertFlags = []flagNote{
 	{"zap-devel", "GIE v1.5.0 ignores it too (its logger is built before the flag is read)"},
 	{"zap-stacktrace-level", "GIE v1.5.0 ignores it too"},
 	{"zap-time-encoding", "GIE v1.5.0 ignores it too"},
-	{"pool-namespace", "Kubernetes discovery is not available in this build"},
-	{"pool-group", "Kubernetes discovery is not available in this build"},
-	{"endpoint-target-ports", "Kubernetes discovery is not available in this build"},
 }
 
 // modelList splits --models.

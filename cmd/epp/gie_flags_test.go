@@ -58,7 +58,7 @@ func TestGIEFlagErrors(t *testing.T) {
 		{[]string{"--zap-log-level", "0"}, `--zap-log-level: expected debug, info, error, panic or an integer 1..127, found "0"`},
 		{[]string{"--zap-stacktrace-level", "debug"}, `--zap-stacktrace-level: expected info, error or panic, found "debug"`},
 		{[]string{"--zap-time-encoding", "unix"}, `--zap-time-encoding: expected epoch, millis, nano, iso8601, rfc3339 or rfc3339nano, found "unix"`},
-		{[]string{"--metrics-endpoint-auth"}, "--metrics-endpoint-auth=true: authenticating /metrics needs Kubernetes"},
+		{[]string{"--metrics-endpoint-auth"}, "--metrics-endpoint-auth=true: authenticating /metrics needs the Kubernetes API server"},
 		{[]string{"--request-idle-timeout", "-1s"}, "--request-idle-timeout: expected a positive duration (0 disables), found -1s"},
 		{[]string{"--max-buffered-request-bytes", "0"}, "--max-buffered-request-bytes: expected a positive size, found 0"},
 		{[]string{"--tracing=maybe"}, `invalid boolean value "maybe" for -tracing`},

@@ -2,8 +2,9 @@
 // Gateway API Inference Extension gateway calls for every request, and which
 // answers with the model-server endpoint to use. It is a drop-in for the GIE
 // EPP (same flags, EndpointPickerConfig, wire keys and metric names); see
-// --help. Pools come from --endpoints or --endpoints-file (Kubernetes
-// discovery arrives in a later release).
+// --help. Pools come from an InferencePool in Kubernetes (--pool-name, or
+// --endpoint-selector without a pool object), or without Kubernetes from
+// --endpoints or --endpoints-file.
 package main
 
 import (

@@ -33,8 +33,16 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--endpoints", "10.0.0.1:8000", "--request-body-mode", "chunked"}, `expected auto, streamed or buffered, found "chunked"`},
 		{[]string{"--endpoints", "10.0.0.1:8000", "--zap-encoder", "xml"}, "--zap-encoder: expected json or console"},
 		{[]string{"--endpoints", "10.0.0.1:8000", "--refresh-metrics-interval", "0s"}, "--refresh-metrics-interval: expected a positive duration"},
-		{[]string{}, "no pool: expected --endpoints"},
-		{[]string{"--pool-name", "p"}, "Kubernetes discovery is not available"},
+		{[]string{}, "no pool: expected --pool-name NAME (Kubernetes), --endpoint-selector k=v with --endpoint-target-ports, --endpoints ip:port,... or --endpoints-file F"},
+		{[]string{"--pool-name", "p", "--endpoint-selector", "app=x"}, "--pool-name and --endpoint-selector: expected one pool source, found both"},
+		{[]string{"--pool-name", "p", "--endpoints", "10.0.0.1:8000"}, "expected one pool source, found both"},
+		{[]string{"--endpoint-selector", "app=x"}, "--endpoint-selector: expected --endpoint-target-ports with it"},
+		{[]string{"--endpoint-selector", "app", "--endpoint-target-ports", "8000"}, `--endpoint-selector: expected key=value[,key=value...], found "app"`},
+		{[]string{"--endpoint-selector", "app=x", "--endpoint-target-ports", "80000"}, "--endpoint-target-ports: expected port numbers 1..65535"},
+		{[]string{"--pool-name", "p", "--endpoint-target-ports", "8000"}, "with --pool-name the InferencePool's targetPorts are used"},
+		{[]string{"--pool-name", "p", "--pool-group", "inference.networking.x-k8s.io"}, "v1alpha2 pools of inference.networking.x-k8s.io are not supported"},
+		{[]string{"--endpoints", "10.0.0.1:8000", "--ha-enable-leader-election"}, "--ha-enable-leader-election: needs Kubernetes mode"},
+		{[]string{"--endpoints", "10.0.0.1:8000", "--kubeconfig", "k"}, "--kubeconfig: only used in Kubernetes mode"},
 		{[]string{"--endpoints", "a", "--endpoints-file", "b"}, "expected one pool source, found both"},
 		{[]string{"--endpoints", "10.0.0.1:8000", "stray"}, `unexpected argument "stray"`},
 		{[]string{"--endpoints", "10.0.0.1:8000", "--objective-priorities", "batch=low"}, `--objective-priorities: expected name=integer, found "batch=low"`},
@@ -44,6 +52,29 @@ func TestFlagErrors(t *testing.T) {
 		code := run(context.Background(), tc.args, &out, &errb, nil)
 		if code != 2 || !strings.Contains(errb.String(), tc.want) {
 			t.Errorf("%v: exit %d, stderr %q; want exit 2 and %q", tc.args, code, errb.String(), tc.want)
+		}
+	}
+}
+
+// TestKubeconfigErrors: Kubernetes mode without a usable API server fails
+// at start-up (exit 1) saying where it looked.
+func TestKubeconfigErrors(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "no-such-kubeconfig")
+	for _, tc := range []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--pool-name", "p", "--kubeconfig", missing}, nil, "--kubeconfig " + missing},
+		{[]string{"--pool-name", "p"}, map[string]string{"KUBECONFIG": missing, "HOME": t.TempDir()}, "expected --kubeconfig, $KUBECONFIG, an in-cluster ServiceAccount or ~/.kube/config"},
+	} {
+		for k, v := range tc.env {
+			t.Setenv(k, v)
+		}
+		var out, errb bytes.Buffer
+		code := run(context.Background(), tc.args, &out, &errb, nil)
+		if code != 1 || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit 1 and %q", tc.args, code, errb.String(), tc.want)
 		}
 	}
 }

@@ -119,3 +119,49 @@ func TestCertReload(t *testing.T) {
 		<-done.c
 	}
 }
+
+// TestCertReloadSecretVolume: a Secret mounted as a volume (cert-manager's
+// Certificate, the chart's tls values) is rotated by the kubelet's atomic
+// writer: the pair is written into a new hidden directory, the "..data"
+// symlink is swapped to it by rename, and tls.crt/tls.key are symlinks
+// through "..data". --enable-cert-reload serves the rotated pair.
+func TestCertReloadSecretVolume(t *testing.T) {
+	defer func(d time.Duration) { certReloadInterval = d }(certReloadInterval)
+	certReloadInterval = 50 * time.Millisecond
+	dir := t.TempDir()
+	version := func(name string) []byte {
+		if err := os.Mkdir(filepath.Join(dir, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cert := writePair(t, filepath.Join(dir, name))
+		tmp := filepath.Join(dir, "..data_tmp")
+		if err := os.Symlink(name, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+		return cert
+	}
+	first := version("..2026_11_30_01")
+	for _, f := range []string{"tls.crt", "tls.key"} {
+		if err := os.Symlink(filepath.Join("..data", f), filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, _, _, _, _ := startEPP(t, 1, "--cert-path", dir, "--enable-cert-reload")
+	if !bytes.Equal(servedCert(t, a.grpc), first) {
+		t.Fatal("epp did not serve the mounted certificate")
+	}
+	second := version("..2026_11_30_02")
+	if err := os.RemoveAll(filepath.Join(dir, "..2026_11_30_01")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !bytes.Equal(servedCert(t, a.grpc), second) {
+		if time.Now().After(deadline) {
+			t.Fatal("the rotated Secret's certificate was not served within 10s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

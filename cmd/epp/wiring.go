@@ -78,11 +78,25 @@ func serve(ctx context.Context, o *options, l *config.Loaded, log *slog.Logger, 
 	if err != nil {
 		return err
 	}
-	src, err := source(o, sc, log)
-	if err != nil {
+	log.Info("epp starting", "version", version.String("epp"))
+	var (
+		src endpoints.Source
+		km  *kubeMode
+	)
+	if o.poolName != "" || o.endpointSelector != "" {
+		km, err = newKubeMode(ctx, o, log)
+		if err != nil {
+			return err
+		}
+		src = km.src
+		kctx, stopKube := context.WithCancel(ctx)
+		defer stopKube() // after the servers stop: the lease is released last
+		km.start(kctx, log)
+		log.Info("kubernetes mode", "apiServer", km.cfg.Host, "namespace", o.poolNamespace, "pool", o.poolName,
+			"selector", o.endpointSelector, "leaderElection", o.haLeaderElection, "metricsAuth", o.metricsEndpointAuth)
+	} else if src, err = source(o, sc, log); err != nil {
 		return err
 	}
-	log.Info("epp starting", "version", version.String("epp"))
 	var tracer trace.Tracer
 	if o.tracing {
 		tr, err := initTracing(ctx, os.LookupEnv, o.stdout, log)
@@ -127,6 +141,10 @@ func serve(ctx context.Context, o *options, l *config.Loaded, log *slog.Logger, 
 	defer pool.Close()
 	pm.register(reg, pool, l.Plan)
 
+	priority := o.priority
+	if km != nil {
+		priority = km.priority(o.priority)
+	}
 	idle := o.requestIdleTimeout
 	if idle == 0 {
 		idle = -1 // --request-idle-timeout 0 disables the limit (extproc: negative)
@@ -140,7 +158,7 @@ func serve(ctx context.Context, o *options, l *config.Loaded, log *slog.Logger, 
 		Models:              o.modelList(),
 		DisableSubsetFilter: o.disableSubsetFilter,
 		Registerer:          reg,
-		Priority:            o.priority,
+		Priority:            priority,
 		Tracer:              tracer,
 	})
 	if err != nil {
@@ -195,7 +213,11 @@ func serve(ctx context.Context, o *options, l *config.Loaded, log *slog.Logger, 
 		return fmt.Errorf("--metrics-port %d: %w", o.metricsPort, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	var metricsHandler http.Handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
+	if km != nil && km.metrics != nil {
+		metricsHandler = km.metrics(metricsHandler)
+	}
+	mux.Handle("/metrics", metricsHandler)
 	if o.enablePprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -213,7 +235,9 @@ func serve(ctx context.Context, o *options, l *config.Loaded, log *slog.Logger, 
 			errc <- err
 		}
 	}()
-	// Readiness follows the pool: SERVING while it has endpoints.
+	// Readiness follows the pool: SERVING while it has endpoints (in
+	// Kubernetes mode: once listed, while the InferencePool exists, and only
+	// on the elected leader with --ha-enable-leader-election).
 	readyCtx, stopReady := context.WithCancel(ctx)
 	defer stopReady()
 	go func() {
@@ -222,7 +246,7 @@ func serve(ctx context.Context, o *options, l *config.Loaded, log *slog.Logger, 
 		defer t.Stop()
 		for {
 			want := healthpb.HealthCheckResponse_NOT_SERVING
-			if pool.Ready() && pool.Len() > 0 {
+			if pool.Ready() && pool.Len() > 0 && (km == nil || km.ready()) {
 				want = healthpb.HealthCheckResponse_SERVING
 			}
 			if want != state {
