@@ -4,7 +4,7 @@ PKGS ?= ./...
 BENCHTIME ?= 1s
 BIN := bin
 
-.PHONY: all build test bench bench-smoke lint run fmt
+.PHONY: all build test bench bench-smoke lint run fmt kube-assets
 
 all: lint build test
 
@@ -14,11 +14,18 @@ build:
 # Unit, integration and race tests; then the zero-allocation tests again
 # without -race (the race detector makes sync.Pool drop items, so some skip
 # under it); then a benchmark smoke run so every benchmark compiles and
-# executes in CI (100 iterations each, not a measurement).
-test:
+# executes in CI (100 iterations each, not a measurement). The Kubernetes
+# tests run a real kube-apiserver and etcd, and render the chart with helm:
+# kube-assets builds them first (once per machine, ~15 min; cached by
+# version, see scripts/kube-assets.sh and scripts/helm.sh).
+test: kube-assets
 	$(GO) test -race -count=1 -timeout 5m $(PKGS)
 	$(GO) test -count=1 -timeout 5m -run 'Allocs' $(PKGS)
 	$(MAKE) bench-smoke
+
+kube-assets:
+	@bash scripts/kube-assets.sh >/dev/null
+	@bash scripts/helm.sh >/dev/null
 
 bench-smoke:
 	$(GO) test -run '^$$' -bench . -benchtime 100x -timeout 5m $(PKGS)
@@ -53,3 +60,28 @@ test-amdsmi:
 	CGO_ENABLED=1 CGO_CFLAGS="-I$$stub" CGO_LDFLAGS="-L$$d" LD_LIBRARY_PATH="$$d" \
 		$(GO) test -tags amdsmi -count=1 -timeout 5m ./gpustats/... ./cmd/gpustats/...
 .PHONY: test-amdsmi
+
+# The epp container image (Dockerfile): a static CGO-free binary on distroless
+# static, nonroot. Uses CONTAINER_ENGINE if set, else the first of podman,
+# docker (when its daemon answers) and buildah. IMAGE_TAG defaults to
+# `git describe`; IMAGE_BUILD_ARGS passes more (e.g. --build-arg
+# GO_IMAGE=mirror/golang:1.26).
+IMAGE ?= ghcr.io/fastepp/epp
+image: IMAGE_TAG ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+image:
+	@set -e; engine="$(CONTAINER_ENGINE)"; \
+	if [ -z "$$engine" ]; then \
+		for e in podman docker buildah; do \
+			command -v $$e >/dev/null 2>&1 || continue; \
+			if [ $$e = docker ] && ! docker info >/dev/null 2>&1; then \
+				echo "make image: docker is installed but its daemon does not answer; trying the next engine" >&2; continue; fi; \
+			engine=$$e; break; \
+		done; \
+	fi; \
+	if [ -z "$$engine" ]; then \
+		echo "make image: no container engine: install podman, docker (with a running daemon) or buildah, or set CONTAINER_ENGINE" >&2; exit 1; \
+	fi; \
+	build="$$engine build"; [ "$$(basename $$engine)" = buildah ] && build="$$engine bud"; \
+	echo "make image: $$build -t $(IMAGE):$(IMAGE_TAG)"; \
+	$$build --build-arg VERSION=$(IMAGE_TAG) $(IMAGE_BUILD_ARGS) -t $(IMAGE):$(IMAGE_TAG) -f Dockerfile .
+.PHONY: image

@@ -156,7 +156,7 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 				name, endpoints.EngineLabel, strings.Join(endpoints.EngineNames(), ", "))
 		})
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(joinBoolValues(fs, args)); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stdout)
 			fmt.Fprint(stdout, usageHeader)
@@ -175,6 +175,37 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	o.set = map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
 	return o, o.validate()
+}
+
+// joinBoolValues rewrites "--bool-flag true" (two arguments) as
+// "--bool-flag=true". GIE's inferencepool chart renders every flag that way,
+// and Go's flag package would otherwise take the value for a stray
+// positional argument. Only true/false after a boolean flag are joined.
+func joinBoolValues(fs *flag.FlagSet, args []string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		out = append(out, a)
+		if a == "--" {
+			return append(out, args[i+1:]...)
+		}
+		name := strings.TrimLeft(a, "-")
+		if !strings.HasPrefix(a, "-") || strings.Contains(name, "=") || i+1 >= len(args) {
+			continue
+		}
+		f := fs.Lookup(name)
+		if f == nil {
+			continue
+		}
+		if bf, ok := f.Value.(interface{ IsBoolFlag() bool }); !ok || !bf.IsBoolFlag() {
+			continue
+		}
+		if v := args[i+1]; v == "true" || v == "false" {
+			out[len(out)-1] = a + "=" + v
+			i++
+		}
+	}
+	return out
 }
 
 // errVersion: --version was printed; run exits 0.

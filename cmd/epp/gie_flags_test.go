@@ -33,11 +33,30 @@ func TestGIEFlagsAccepted(t *testing.T) {
 		{"--metrics-scrape-timeout", "3s"}, {"--request-idle-timeout", "5m", "--max-buffered-request-bytes", "1048576"},
 		{"--pool-group", "inference.networking.x-k8s.io", "--pool-namespace", "ns", "--endpoint-target-ports", "8000,8001"},
 		{"-v", "2", "--zap-encoder", "console"},
+		// GIE's inferencepool chart renders each flag as two arguments,
+		// booleans included.
+		{"--tracing", "false", "--secure-serving", "true", "--health-checking", "true", "--zap-encoder", "json"},
 	} {
 		var out, errb bytes.Buffer
 		if code := run(context.Background(), append([]string{"--check-config"}, args...), &out, &errb, nil); code != 0 {
 			t.Errorf("%v: exit %d: %s", args, code, errb.String())
 		}
+	}
+}
+
+// TestJoinBoolValues: "--bool true" becomes one argument; other flags, a
+// non-boolean word after a boolean, and anything after "--" are left alone.
+func TestJoinBoolValues(t *testing.T) {
+	o, err := parseFlags([]string{"--check-config", "--tracing", "false", "--secure-serving", "false", "--pool-name", "true"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.tracing || o.secureServing || o.poolName != "true" {
+		t.Fatalf("tracing=%v secureServing=%v poolName=%q; expected false, false, \"true\"", o.tracing, o.secureServing, o.poolName)
+	}
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"--check-config", "--tracing", "maybe"}, &out, &errb, nil); code != 2 || !strings.Contains(errb.String(), `unexpected argument "maybe"`) {
+		t.Fatalf("--tracing maybe: exit %d, %q; expected 2 and an unexpected-argument error", code, errb.String())
 	}
 }
 

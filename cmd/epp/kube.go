@@ -118,6 +118,13 @@ func (k *kubeMode) ready() bool {
 	return k.leader == nil || k.leader.IsLeader()
 }
 
+// synced is GIE's "pool has synced": the pool listed once and present,
+// endpoints or not, leader or not.
+func (k *kubeMode) synced() bool {
+	st := k.src.State()
+	return st.Synced && (k.src.PoolName == "" || st.PoolFound)
+}
+
 // priority resolves an objective: the InferenceObjective in the cluster
 // first, then --objective-priorities.
 func (k *kubeMode) priority(fallback func(string) (int, bool)) func(string) (int, bool) {

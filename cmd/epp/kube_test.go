@@ -115,6 +115,12 @@ func (k *kubeCluster) eppArgs(kubeconfig string, extra ...string) []string {
 // readiness returns the health server's "readiness" status.
 func readiness(t *testing.T, addr string) healthpb.HealthCheckResponse_ServingStatus {
 	t.Helper()
+	return healthOf(t, addr, "readiness")
+}
+
+// healthOf returns the health server's status for service.
+func healthOf(t *testing.T, addr, service string) healthpb.HealthCheckResponse_ServingStatus {
+	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -122,7 +128,7 @@ func readiness(t *testing.T, addr string) healthpb.HealthCheckResponse_ServingSt
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	r, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "readiness"})
+	r, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
 	if err != nil {
 		return healthpb.HealthCheckResponse_UNKNOWN
 	}
@@ -179,18 +185,28 @@ func TestKubePool(t *testing.T) {
 	if s := readiness(t, a.health); s != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Fatalf("readiness with no InferencePool yet = %v, expected NOT_SERVING", s)
 	}
+	pool := k.pool()
+	// GIE's chart probes "inference-extension" for liveness too: like GIE,
+	// SERVING once the pool is synced, before any pod is Ready.
+	eventually(t, 5*time.Second, "inference-extension SERVING once the pool exists, without pods", func() (bool, string) {
+		s := healthOf(t, a.health, "inference-extension")
+		return s == healthpb.HealthCheckResponse_SERVING, s.String()
+	})
+	if s := readiness(t, a.health); s != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("readiness with an empty pool = %v, expected NOT_SERVING", s)
+	}
 	podA := k.pod("a", 0, true)
 	k.pod("b", 1, true)
-	pool := k.pool()
 	eventually(t, 5*time.Second, "readiness SERVING after the pool and its pods appear", func() (bool, string) {
 		s := readiness(t, a.health)
 		return s == healthpb.HealthCheckResponse_SERVING, s.String()
 	})
 	conn := extprocConn(t, a.grpc)
-	got := destinations(t, conn, 20)
-	if len(got) != 2 || got[k.dest(0)] == 0 || got[k.dest(1)] == 0 {
-		t.Fatalf("20 requests went to %v, expected both pods %s and %s", got, k.dest(0), k.dest(1))
-	}
+	// Readiness needs one endpoint; the second pod may join a moment later.
+	eventually(t, 2*time.Second, "requests spread over both Ready pods", func() (bool, string) {
+		got := destinations(t, conn, 20)
+		return len(got) == 2 && got[k.dest(0)] > 0 && got[k.dest(1)] > 0, fmt.Sprint(got)
+	})
 
 	t.Run("NotReady pod gets no request within 2s", func(t *testing.T) {
 		k.setReady(podA, false)

@@ -31,8 +31,16 @@ import (
 // addrs are the bound listener addresses (ports may be 0 in tests).
 type addrs struct{ grpc, health, metrics string }
 
-// healthServices are the names readiness answers for.
+// healthServices are the names readiness answers for (GIE's probes use
+// "readiness").
 var healthServices = []string{"", "readiness", extprocHealthService}
+
+// gieChartHealthService is what GIE's inferencepool chart probes, for
+// liveness and readiness alike, with one replica. GIE answers any name
+// SERVING once the pool has synced, endpoints or not; so does epp for this
+// name: a liveness probe must not restart the picker while the model
+// servers are still loading.
+const gieChartHealthService = "inference-extension"
 
 func loadConfig(o *options) (*config.Loaded, error) {
 	var data []byte
@@ -193,6 +201,7 @@ func serve(ctx context.Context, o *options, l *config.Loaded, log *slog.Logger, 
 	for _, s := range healthServices {
 		hs.SetServingStatus(s, healthpb.HealthCheckResponse_NOT_SERVING)
 	}
+	hs.SetServingStatus(gieChartHealthService, healthpb.HealthCheckResponse_NOT_SERVING)
 	hs.SetServingStatus("liveness", healthpb.HealthCheckResponse_SERVING)
 	hg := grpc.NewServer()
 	healthpb.RegisterHealthServer(hg, hs)
@@ -241,13 +250,21 @@ func serve(ctx context.Context, o *options, l *config.Loaded, log *slog.Logger, 
 	readyCtx, stopReady := context.WithCancel(ctx)
 	defer stopReady()
 	go func() {
-		state := healthpb.HealthCheckResponse_NOT_SERVING
+		state, synced := healthpb.HealthCheckResponse_NOT_SERVING, false
 		t := time.NewTicker(min(o.refreshMetricsInterval, 250*time.Millisecond))
 		defer t.Stop()
 		for {
 			want := healthpb.HealthCheckResponse_NOT_SERVING
 			if pool.Ready() && pool.Len() > 0 && (km == nil || km.ready()) {
 				want = healthpb.HealthCheckResponse_SERVING
+			}
+			if now := km == nil || km.synced(); now != synced {
+				synced = now
+				st := healthpb.HealthCheckResponse_NOT_SERVING
+				if now {
+					st = healthpb.HealthCheckResponse_SERVING
+				}
+				hs.SetServingStatus(gieChartHealthService, st)
 			}
 			if want != state {
 				state = want

@@ -216,11 +216,15 @@ func (s *Source) Run(ctx context.Context, update func([]endpoints.Target)) error
 		targets, desc, found, err := s.list(ctx, c)
 		if err != nil {
 			s.Logger.Error("listing the pool's pods failed; keeping the last list", "err", err)
-		} else if first || !sameTargets(last, targets) {
+		} else {
+			// The pool's presence and description change without the
+			// targets changing (a pool created with no Ready pod yet).
 			s.poolFound.Store(found)
 			s.mu.Lock()
 			s.desc = desc
 			s.mu.Unlock()
+		}
+		if err == nil && (first || !sameTargets(last, targets)) {
 			s.Logger.Info("pool endpoints", "pool", desc, "endpoints", len(targets))
 			update(targets)
 			last = targets

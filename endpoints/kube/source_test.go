@@ -214,14 +214,25 @@ func TestSourceFollowsPoolAndPods(t *testing.T) {
 		{"pool created again", func() {
 			pool = f.pool("llm", app, 8001) // a's annotation keeps only 8001 active
 		}, []string{"a=10.0.0.1:8001"}},
+		{"pool deleted again", func() {
+			if err := env.Client.Delete(f.ctx, pool); err != nil {
+				t.Fatal(err)
+			}
+		}, nil},
+		{"pool created matching no pod: found, no endpoints", func() {
+			pool = f.pool("llm", map[string]string{"app": "none"}, 8000)
+		}, nil},
 	}
 	for _, s := range steps {
 		s.do()
 		r.waitList(t, s.name, s.want...)
-		if s.name == "pool deleted" {
-			if st := src.State(); st.PoolFound {
-				t.Fatalf("State after the pool was deleted = %+v, expected PoolFound false", st)
+		wantFound := !strings.HasPrefix(s.name, "pool deleted")
+		deadline := time.Now().Add(2 * time.Second)
+		for src.State().PoolFound != wantFound {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: State = %+v, expected PoolFound %v", s.name, src.State(), wantFound)
 			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}
 }
