@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -40,11 +41,13 @@ type ServerSpec struct {
 	Faults               Faults   `yaml:"faults"`
 }
 
-// DefaultSpec is a single Llama-3.1-8B server on an MI300X with vLLM's defaults.
+// DefaultSpec is a single Llama-3.1-8B server on an MI300X with vLLM's
+// defaults; MaxNumSeqs and MaxNumBatchedTokens 0 take vLLM's OpenAI-server
+// defaults for the GPU (engine.GPU.BatchDefaults).
 func DefaultSpec() ServerSpec {
 	return ServerSpec{
 		Count: 1, Engine: "vllm", ModelProfile: "llama-3.1-8b", GPU: "mi300x", TensorParallelSize: 1,
-		MaxNumSeqs: 256, MaxNumBatchedTokens: 8192, BlockSize: 16, GPUMemoryUtilization: 0.9,
+		BlockSize: 16, GPUMemoryUtilization: 0.9,
 		EnablePrefixCaching: true, MaxLoRAs: 1, DefaultMaxTokens: 128,
 		Namespace: "default", Hostname: "sim-node", Faults: Faults{LatencyMultiplier: 1},
 	}
@@ -64,13 +67,20 @@ func (sp ServerSpec) Resolve(p *engine.Profiles, name string, seed uint64) (Conf
 		name string
 		v    int
 	}{
-		{"tensor_parallel_size", sp.TensorParallelSize}, {"max_num_seqs", sp.MaxNumSeqs},
-		{"max_num_batched_tokens", sp.MaxNumBatchedTokens}, {"block_size", sp.BlockSize}, {"max_loras", sp.MaxLoRAs},
+		{"tensor_parallel_size", sp.TensorParallelSize}, {"block_size", sp.BlockSize}, {"max_loras", sp.MaxLoRAs},
 		{"default_max_tokens", sp.DefaultMaxTokens},
 	}
 	for _, c := range ints {
 		if c.v < 1 {
 			return Config{}, fmt.Errorf("%s (--%s): expected ≥ 1, found %d", c.name, strings.ReplaceAll(c.name, "_", "-"), c.v)
+		}
+	}
+	for _, c := range []struct {
+		name string
+		v    int
+	}{{"max_num_seqs", sp.MaxNumSeqs}, {"max_num_batched_tokens", sp.MaxNumBatchedTokens}} {
+		if c.v < 0 {
+			return Config{}, fmt.Errorf("%s (--%s): expected ≥ 0 (0: vLLM's default for the GPU), found %d", c.name, strings.ReplaceAll(c.name, "_", "-"), c.v)
 		}
 	}
 	if !(sp.GPUMemoryUtilization > 0 && sp.GPUMemoryUtilization <= 1) {
@@ -180,6 +190,12 @@ type Fleet struct {
 // StartFleet builds and starts one server per config on 127.0.0.1:basePort+i.
 // basePort 0 picks free ports. On error, servers already started are closed.
 func StartFleet(cfgs []Config, basePort int) (*Fleet, error) {
+	return StartFleetOn(cfgs, "127.0.0.1", basePort)
+}
+
+// StartFleetOn is StartFleet on the address host (an IP or host name, as
+// --bind-address takes it: "0.0.0.0" or "::" for every interface, as in a pod).
+func StartFleetOn(cfgs []Config, host string, basePort int) (*Fleet, error) {
 	f := &Fleet{}
 	for i, c := range cfgs {
 		s, err := New(c)
@@ -191,7 +207,7 @@ func StartFleet(cfgs []Config, basePort int) (*Fleet, error) {
 		if basePort > 0 {
 			port = basePort + i
 		}
-		if err := s.Listen("127.0.0.1:" + strconv.Itoa(port)); err != nil {
+		if err := s.Listen(net.JoinHostPort(host, strconv.Itoa(port))); err != nil {
 			s.Close()
 			f.Close()
 			return nil, err

@@ -25,7 +25,7 @@ func TestSampleFleetParses(t *testing.T) {
 	if port != 8000 || strings.Join(gpus, ",") != "mi300x,mi300x,mi300x,mi300x,mi325x,mi325x,h100,h100" {
 		t.Fatalf("port %d, gpus %v", port, gpus)
 	}
-	if specs[6].Faults.LatencyMultiplier != 1.5 || specs[0].Faults.LatencyMultiplier != 1 || specs[6].MaxNumSeqs != 256 {
+	if specs[6].Faults.LatencyMultiplier != 1.5 || specs[0].Faults.LatencyMultiplier != 1 || specs[6].MaxNumSeqs != 0 {
 		t.Fatalf("overrides: %+v / %+v", specs[6], specs[0])
 	}
 	p, err := engine.DefaultProfiles()

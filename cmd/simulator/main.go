@@ -1,8 +1,9 @@
 // Command simulator serves a fleet of simulated vLLM model servers on
-// 127.0.0.1: each queues, batches, fills its KV cache and reuses cached
+// --bind-address (default 127.0.0.1): each queues, batches, fills its KV cache and reuses cached
 // prefixes like vLLM V1 on the chosen GPU, answers the OpenAI API with tokens
 // at the modelled times, and publishes vLLM /metrics plus GPU telemetry in
-// AMD device-metrics-exporter names.
+// AMD device-metrics-exporter names. `simulator bench latency|serve` runs
+// vLLM's benchmark commands against the same engine in virtual time.
 package main
 
 import (
@@ -10,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -31,7 +33,8 @@ func waitForSignal() {
 	<-ch
 }
 
-const usageHead = `simulator serves N simulated vLLM servers on 127.0.0.1:P … P+N−1.
+const usageHead = `simulator serves N simulated vLLM servers on ADDRESS:P … P+N−1
+(ADDRESS is --bind-address, 127.0.0.1 unless set; 0.0.0.0 serves a pod).
 
 Each server models one vLLM V1 engine on one GPU profile: continuous batching
 with a per-step token budget and a sequence cap, chunked prefill, a FCFS
@@ -51,6 +54,10 @@ Usage:
   simulator --servers 4 --base-port 8000 --gpu mi300x --model-profile llama-3.1-8b
   simulator --config configs/simulator/fleet.yaml
   simulator --explain --gpu h100            # print the model's figures and exit
+  simulator --bind-address 0.0.0.0 --base-port 8000   # reachable from other hosts (a pod)
+  simulator bench latency --gpu h100 --batch-size 8   # vllm bench latency in virtual time
+  simulator bench serve --request-rate 10 --format json   # vllm bench serve in virtual time
+  simulator bench --help                    # the bench commands and their flags
 
 Flags:
 `
@@ -64,19 +71,23 @@ var fleetFlags = []string{
 }
 
 func run(args []string, stdout, stderr io.Writer, wait func()) int {
+	if len(args) > 0 && args[0] == "bench" {
+		return runBench(args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("simulator", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	d := simulator.DefaultSpec()
 	sp := d
 	servers := fs.Int("servers", 1, "number of servers to run (ports base-port … base-port+N−1)")
 	basePort := fs.Int("base-port", 8000, "port of the first server; 0 picks free ports")
+	bind := fs.String("bind-address", "127.0.0.1", "IP address or host name the servers listen on; 0.0.0.0 (or ::) for every interface, as in a pod")
 	fs.StringVar(&sp.Model, "model", "", "model name clients send and /v1/models lists (default: the model profile's served_name)")
 	fs.StringVar(&sp.Engine, "engine", d.Engine, "metric names /metrics publishes: vllm (vLLM V1) or sglang (SGLang); the engine model is the same")
-	fs.StringVar(&sp.GPU, "gpu", d.GPU, "GPU profile: mi300x, mi325x, mi355x, h100, h200 (or one added with --profiles)")
-	fs.StringVar(&sp.ModelProfile, "model-profile", d.ModelProfile, "model profile: llama-3.1-8b, llama-3.1-70b, qwen3-32b (or one added with --profiles)")
-	fs.IntVar(&sp.TensorParallelSize, "tensor-parallel-size", d.TensorParallelSize, "GPUs per server; compute, bandwidth and memory scale with it (communication is not modelled)")
-	fs.IntVar(&sp.MaxNumSeqs, "max-num-seqs", d.MaxNumSeqs, "most requests running in one batch; more wait in the queue (vLLM --max-num-seqs)")
-	fs.IntVar(&sp.MaxNumBatchedTokens, "max-num-batched-tokens", d.MaxNumBatchedTokens, "token budget of one engine step; longer prompts are prefilled in chunks (vLLM --max-num-batched-tokens)")
+	fs.StringVar(&sp.GPU, "gpu", d.GPU, "GPU profile: mi300x, mi325x, mi355x, h100, h200, a100 (or one added with --profiles)")
+	fs.StringVar(&sp.ModelProfile, "model-profile", d.ModelProfile, "model profile: llama-3.1-8b, llama-3.1-70b, llama-3.1-70b-fp8, llama-3.1-405b-fp8, qwen3-32b (or one added with --profiles)")
+	fs.IntVar(&sp.TensorParallelSize, "tensor-parallel-size", d.TensorParallelSize, "GPUs per server; compute, bandwidth and memory scale with it, and each layer adds two ring all-reduces over the GPU's interconnect")
+	fs.IntVar(&sp.MaxNumSeqs, "max-num-seqs", d.MaxNumSeqs, "most requests running in one batch; more wait in the queue (vLLM --max-num-seqs; 0: vLLM's default for the GPU, 1024 on ≥ 70 GiB other than A100, else 256)")
+	fs.IntVar(&sp.MaxNumBatchedTokens, "max-num-batched-tokens", d.MaxNumBatchedTokens, "token budget of one engine step; longer prompts are prefilled in chunks (vLLM --max-num-batched-tokens; 0: vLLM's server default for the GPU, 8192 on ≥ 70 GiB other than A100, else 2048)")
 	fs.IntVar(&sp.BlockSize, "block-size", d.BlockSize, "KV cache block size in tokens; also the prefix cache's granularity")
 	fs.Float64Var(&sp.GPUMemoryUtilization, "gpu-memory-utilization", d.GPUMemoryUtilization, "share of HBM for weights + KV cache; the KV pool is what remains after weights and reserve")
 	fs.IntVar(&sp.NumGPUBlocks, "num-gpu-blocks", 0, "override the KV cache size in blocks (0: computed from GPU memory)")
@@ -118,7 +129,7 @@ func run(args []string, stdout, stderr io.Writer, wait func()) int {
 		return 0
 	}
 	if *list {
-		for _, name := range []string{"gpus.yaml", "models.yaml"} {
+		for _, name := range []string{"gpus.yaml", "gpus-reference.yaml", "models.yaml"} {
 			text, _ := simconfig.FS.ReadFile(name)
 			fmt.Fprintf(stdout, "# --- %s ---\n%s\n", name, text)
 		}
@@ -127,7 +138,7 @@ func run(args []string, stdout, stderr io.Writer, wait func()) int {
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 
-	prof, err := engine.DefaultProfiles()
+	prof, err := engine.AllProfiles()
 	if err != nil {
 		return fail(stderr, err)
 	}
@@ -165,6 +176,9 @@ func run(args []string, stdout, stderr io.Writer, wait func()) int {
 			specs = append(specs, sp)
 		}
 	}
+	if strings.TrimSpace(*bind) == "" || strings.ContainsAny(*bind, " /:[]") && net.ParseIP(*bind) == nil {
+		return usageError(stderr, fmt.Errorf("--bind-address: expected an IP address or host name, found %q", *bind))
+	}
 	if *basePort < 0 || *basePort+len(specs)-1 > 65535 {
 		return usageError(stderr, fmt.Errorf("--base-port: expected 0..%d for %d servers, found %d", 65536-len(specs), len(specs), *basePort))
 	}
@@ -196,7 +210,7 @@ func run(args []string, stdout, stderr io.Writer, wait func()) int {
 		return 0
 	}
 
-	fleet, err := simulator.StartFleet(cfgs, *basePort)
+	fleet, err := simulator.StartFleetOn(cfgs, *bind, *basePort)
 	if err != nil {
 		return fail(stderr, err)
 	}

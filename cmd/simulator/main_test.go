@@ -15,12 +15,12 @@ func TestHelpExplainsEveryFlag(t *testing.T) {
 	if code := run([]string{"--help"}, &out, &errb, nil); code != 0 {
 		t.Fatalf("--help exit %d: %s", code, errb.String())
 	}
-	for _, name := range append(fleetFlags, "base-port", "config", "profiles", "seed", "explain", "list-profiles") {
+	for _, name := range append(fleetFlags, "base-port", "bind-address", "config", "profiles", "seed", "explain", "list-profiles") {
 		if !strings.Contains(out.String(), "-"+name+" ") && !strings.Contains(out.String(), "-"+name+"\n") {
 			t.Errorf("--help does not explain --%s", name)
 		}
 	}
-	for _, route := range []string{"/v1/completions", "/metrics", "/gpu/metrics", "/admin/faults", "/admin/crash"} {
+	for _, route := range []string{"/v1/completions", "/metrics", "/gpu/metrics", "/admin/faults", "/admin/crash", "simulator bench latency", "simulator bench serve"} {
 		if !strings.Contains(out.String(), route) {
 			t.Errorf("--help does not mention %s", route)
 		}
@@ -42,9 +42,10 @@ func TestBadInvocations(t *testing.T) {
 		{[]string{"--servers", "0"}, 2, "--servers: expected 1..1024, found 0"},
 		{[]string{"--base-port", "65535", "--servers", "2"}, 2, "--base-port: expected 0..65534 for 2 servers, found 65535"},
 		{[]string{"extra"}, 2, `unexpected argument "extra"`},
-		{[]string{"--gpu", "a100"}, 1, `unknown GPU profile "a100": expected one of h100, h200, mi300x, mi325x, mi355x`},
+		{[]string{"--gpu", "a10"}, 1, `unknown GPU profile "a10": expected one of a100, h100, h200, mi300x, mi325x, mi355x`},
 		{[]string{"--model-profile", "llama-3.1-70b", "--gpu", "h100"}, 1, "model does not fit"},
-		{[]string{"--max-num-seqs", "0"}, 1, "max_num_seqs (--max-num-seqs): expected ≥ 1, found 0"},
+		{[]string{"--max-num-seqs", "-1"}, 1, "max_num_seqs (--max-num-seqs): expected ≥ 0 (0: vLLM's default for the GPU), found -1"},
+		{[]string{"--bind-address", "not an/address"}, 2, `--bind-address: expected an IP address or host name, found "not an/address"`},
 		{[]string{"--num-gpu-blocks", "2000000000"}, 1, "KV cache of 2000000000 blocks: expected at most 16777216"},
 		{[]string{"--tensor-parallel-size", "1000"}, 1, "tensor parallel size: expected 1..64, found 1000"},
 		{[]string{"--error-rate", "1.5"}, 1, "faults.error_rate: expected a fraction in [0, 1], found 1.5"},
@@ -103,5 +104,25 @@ func TestSampleFleetConfigStarts(t *testing.T) {
 	code := run([]string{"--config", "../../configs/simulator/fleet.yaml", "--base-port", "0"}, &out, &errb, func() {})
 	if code != 0 || strings.Count(out.String(), "listening on http://127.0.0.1:") != 8 || !strings.Contains(out.String(), "gpu=h100") {
 		t.Fatalf("exit %d\nstdout %s\nstderr %s", code, out.String(), errb.String())
+	}
+}
+
+func TestBindAddress(t *testing.T) {
+	var out, errb bytes.Buffer
+	answered := false
+	code := run([]string{"--bind-address", "0.0.0.0", "--base-port", "0", "--model", "m"}, &out, &errb, func() {
+		m := regexp.MustCompile(`listening on http://(\S+):(\d+)`).FindStringSubmatch(out.String())
+		if m == nil || m[1] == "127.0.0.1" {
+			t.Fatalf("printed address: %q; want one on every interface", out.String())
+		}
+		resp, err := http.Get("http://127.0.0.1:" + m[2] + "/health")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		answered = resp.StatusCode == 200
+	})
+	if code != 0 || !answered {
+		t.Fatalf("exit %d, answered %v; stderr %s", code, answered, errb.String())
 	}
 }

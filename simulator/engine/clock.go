@@ -155,3 +155,54 @@ func Simulate(e *Engine, clock *VirtualClock, arrivals []Arrival) (time.Duration
 		e.Complete(s)
 	}
 }
+
+// SimulateLimited is Simulate with at most limit requests in flight (0: no
+// limit), as a client with a concurrency cap sends them: a request whose
+// arrival finds limit requests unfinished is submitted when one finishes,
+// and its Arrival (from which TTFT counts) is that later time.
+func SimulateLimited(e *Engine, clock *VirtualClock, arrivals []Arrival, limit int) (time.Duration, map[int]error) {
+	if limit <= 0 {
+		return Simulate(e, clock, arrivals)
+	}
+	sort.SliceStable(arrivals, func(i, j int) bool { return arrivals[i].At < arrivals[j].At })
+	var errs map[int]error
+	inflight, i := 0, 0
+	// submitUpTo submits the arrivals due by t while slots are free; a
+	// delayed arrival is submitted at the clock's time.
+	submitUpTo := func(t time.Duration) {
+		for i < len(arrivals) && arrivals[i].At <= t && inflight < limit {
+			at := max(arrivals[i].At, clock.Now())
+			if err := e.Submit(arrivals[i].Req, at); err != nil {
+				if errs == nil {
+					errs = map[int]error{}
+				}
+				errs[i] = err
+			} else {
+				inflight++
+			}
+			i++
+		}
+	}
+	for {
+		submitUpTo(clock.Now())
+		s := e.Plan(clock.Now())
+		if s == nil {
+			if i == len(arrivals) || arrivals[i].At <= clock.Now() {
+				return clock.Now(), errs // done, or stuck: nothing runs and no slot frees
+			}
+			clock.AdvanceTo(arrivals[i].At)
+			continue
+		}
+		for i < len(arrivals) && arrivals[i].At < s.End && inflight < limit {
+			clock.AdvanceTo(arrivals[i].At)
+			submitUpTo(arrivals[i].At)
+		}
+		clock.AdvanceTo(s.End)
+		e.Complete(s)
+		for _, r := range s.reqs {
+			if r.state == stateFinished && r.finishedAt == s.End {
+				inflight--
+			}
+		}
+	}
+}

@@ -55,3 +55,37 @@ func TestRunnerFollowsTheModelledTimeline(t *testing.T) {
 		}
 	}
 }
+
+// TestSimulateLimitedCapsInFlight: with a cap, no more than limit requests
+// are ever between submission and finish, a delayed request's Arrival is
+// when a slot freed, and every request still finishes.
+func TestSimulateLimitedCapsInFlight(t *testing.T) {
+	for _, limit := range []int{1, 3, 8} {
+		e := newEngine(t, "mi300x", "llama-3.1-8b", nil)
+		arr := make([]Arrival, 20)
+		for i := range arr {
+			arr[i] = Arrival{At: time.Duration(i) * time.Millisecond, Req: NewRequest(prompt(uint32(i), 64), 8, false, "", 0)}
+		}
+		if _, errs := SimulateLimited(e, &VirtualClock{}, arr, limit); len(errs) > 0 {
+			t.Fatal(errs)
+		}
+		for _, a := range arr {
+			_, p := e.Progress(a.Req, 0, nil)
+			if !p.Done {
+				t.Fatalf("limit %d: a request did not finish", limit)
+			}
+			if a.Req.Arrival < a.At {
+				t.Errorf("limit %d: submitted at %v before it arrived at %v", limit, a.Req.Arrival, a.At)
+			}
+			inFlight := 0
+			for _, b := range arr {
+				if b.Req.Arrival <= a.Req.Arrival && b.Req.finishedAt > a.Req.Arrival {
+					inFlight++
+				}
+			}
+			if inFlight > limit {
+				t.Errorf("limit %d: %d requests in flight at %v", limit, inFlight, a.Req.Arrival)
+			}
+		}
+	}
+}

@@ -23,12 +23,14 @@ type Config struct {
 	GPU   GPU
 	Model Model
 	// TensorParallel is the number of GPUs the model is sharded over (default 1):
-	// compute, bandwidth and memory scale with it; communication is not modelled.
+	// compute, bandwidth and memory scale with it, and every layer adds two
+	// ring all-reduces of the step's activations over the GPU's interconnect.
 	TensorParallel int
-	// MaxNumSeqs caps the running batch (vLLM --max-num-seqs, default 256).
+	// MaxNumSeqs caps the running batch (vLLM --max-num-seqs; default as
+	// vLLM's OpenAI server picks it for the GPU, see GPU.BatchDefaults).
 	MaxNumSeqs int
 	// MaxNumBatchedTokens is the per-step token budget (vLLM
-	// --max-num-batched-tokens, default 8192).
+	// --max-num-batched-tokens; default as vLLM's OpenAI server picks it).
 	MaxNumBatchedTokens int
 	// BlockSize is the KV block size in tokens (default 16).
 	BlockSize int
@@ -157,6 +159,12 @@ type Engine struct {
 	bw          float64 // aggregate B/s × mbu
 	weightBytes float64
 	kvPerToken  float64
+	attnPerPair float64 // attention FLOPs of one (query, context token) pair
+	arBytes     float64 // activation bytes one all-reduce sums per token
+	arPerByte   float64 // seconds per byte of one all-reduce (ring: 2(n−1)/n / link B/s)
+	arFixed     float64 // seconds per all-reduce independent of size (ring: 2(n−1) hops)
+	arPerStep   float64 // all-reduces per step (two per layer under tensor parallelism)
+	perSeq      float64 // seconds each running sequence adds to a step
 	overhead    time.Duration
 	latencyMul  float64
 	maxLag      time.Duration // real time only: re-anchor the timeline when the driver is this late
@@ -177,8 +185,9 @@ type Engine struct {
 // Step is one engine iteration: the requests it ran and how many tokens each.
 type Step struct {
 	Start, End time.Duration
-	Tokens     int // tokens computed in the step
-	Context    int // context tokens read by attention
+	Tokens     int   // tokens computed in the step
+	Context    int   // context tokens read by attention
+	Pairs      int64 // (query, context token) pairs attention computes
 	reqs       []*Request
 	counts     []int
 }
@@ -208,9 +217,10 @@ func New(cfg Config) (*Engine, error) {
 			*v = d
 		}
 	}
+	seqs, toks := cfg.GPU.BatchDefaults(false)
 	def(&cfg.TensorParallel, 1)
-	def(&cfg.MaxNumSeqs, 256)
-	def(&cfg.MaxNumBatchedTokens, 8192)
+	def(&cfg.MaxNumSeqs, seqs)
+	def(&cfg.MaxNumBatchedTokens, toks)
 	def(&cfg.BlockSize, 16)
 	def(&cfg.MaxLoRAs, 1)
 	if cfg.GPUMemoryUtilization == 0 {
@@ -238,14 +248,27 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("gpu-memory-utilization: expected a fraction in (0, 1], found %g", cfg.GPUMemoryUtilization)
 	}
 	tp := float64(cfg.TensorParallel)
+	mfu, mbu := cfg.GPU.Efficiency(cfg.Model)
 	e := &Engine{
 		cfg:         cfg,
-		flops:       cfg.GPU.BF16TFLOPS * 1e12 * cfg.GPU.MFU * tp,
-		bw:          cfg.GPU.HBMTBps * 1e12 * cfg.GPU.MBU * tp,
+		flops:       cfg.GPU.PeakTFLOPS(cfg.Model) * 1e12 * mfu * tp,
+		bw:          cfg.GPU.HBMTBps * 1e12 * mbu * tp,
 		weightBytes: cfg.Model.WeightBytes(),
 		kvPerToken:  cfg.Model.KVBytesPerToken(),
+		attnPerPair: cfg.Model.AttentionFLOPsPerPair(),
+		perSeq:      (cfg.GPU.PerSeqUS + cfg.GPU.PerSeqLayerUS*float64(cfg.Model.Layers)) * 1e-6,
 		overhead:    cfg.GPU.Overhead(),
 		latencyMul:  1,
+	}
+	if n := cfg.TensorParallel; n > 1 {
+		if !(cfg.GPU.InterconnectGBps > 0) {
+			return nil, fmt.Errorf("tensor parallel size %d: the GPU profile needs interconnect_gbps > 0, found %g", n, cfg.GPU.InterconnectGBps)
+		}
+		ring := 2 * float64(n-1)
+		e.arBytes = float64(cfg.Model.HiddenSize) * 2 // BF16 activations, also for FP8 weights
+		e.arPerByte = ring / float64(n) / (cfg.GPU.InterconnectGBps * 1e9)
+		e.arFixed = ring * cfg.GPU.AllReduceHopUS * 1e-6
+		e.arPerStep = 2 * float64(cfg.Model.Layers)
 	}
 	e.numBlocks = cfg.NumGPUBlocks
 	if e.numBlocks == 0 {
@@ -291,18 +314,51 @@ func (e *Engine) SetLatencyMultiplier(m float64) {
 	e.mu.Unlock()
 }
 
-// StepTime is the roofline duration of a step computing tokens new tokens
-// while attention reads context tokens of KV cache:
-// overhead + max(2·P·T/(FLOPS·mfu), (W + context·kv_bytes)/(BW·mbu)).
+// Batch is what a step's duration depends on.
+type Batch struct {
+	Seqs    int // sequences in the step
+	Tokens  int // new tokens computed (prefill chunks + one per decode)
+	Context int // context tokens whose KV attention reads (Σ per sequence of computed + new)
+	// Pairs is the attention work: Σ over new tokens of the context each
+	// attends to (causal: a chunk of n tokens after c computed ones has
+	// n·c + n(n+1)/2 pairs).
+	Pairs int64
+}
+
+// OneSequence is the batch of a single sequence computing tokens new tokens
+// that end at position context.
+func OneSequence(tokens, context int) Batch {
+	n, c := int64(tokens), int64(context-tokens)
+	return Batch{Seqs: 1, Tokens: tokens, Context: context, Pairs: n*c + n*(n+1)/2}
+}
+
+// StepTime is the duration of a step of one sequence computing tokens new
+// tokens that end at position context (see BatchTime).
 func (e *Engine) StepTime(tokens, context int) time.Duration {
-	d, _ := e.stepTime(tokens, context)
+	return e.BatchTime(OneSequence(tokens, context))
+}
+
+// BatchTime is the modelled duration of a step:
+//
+//	overhead + seqs·(per_seq + layers·per_seq_layer)
+//	  + max((2·P·T + attn·pairs) / (FLOPS·mfu·tp), (W + context·kv_bytes) / (BW·mbu·tp))
+//	  + 2·layers · (2(tp−1)/tp · T·hidden·2 B / link B/s + 2(tp−1)·hop)    (tp > 1)
+//
+// The roofline term takes the slower of compute (weights' GEMMs and
+// attention, which grows with context) and HBM traffic (weights and the KV
+// read); the all-reduce term is a ring all-reduce of the step's activations
+// after attention and after the MLP of every layer, not overlapped.
+func (e *Engine) BatchTime(b Batch) time.Duration {
+	d, _ := e.batchTime(b)
 	return d
 }
 
-func (e *Engine) stepTime(tokens, context int) (time.Duration, bool) {
-	compute := 2 * e.cfg.Model.ParamsB * 1e9 * float64(tokens) / e.flops
-	memory := (e.weightBytes + float64(context)*e.kvPerToken) / e.bw
-	return e.overhead + time.Duration(math.Max(compute, memory)*1e9), memory >= compute
+func (e *Engine) batchTime(b Batch) (time.Duration, bool) {
+	compute := (2*e.cfg.Model.ParamsB*1e9*float64(b.Tokens) + e.attnPerPair*float64(b.Pairs)) / e.flops
+	memory := (e.weightBytes + float64(b.Context)*e.kvPerToken) / e.bw
+	comm := e.arPerStep * (e.arPerByte*e.arBytes*float64(b.Tokens) + e.arFixed)
+	sec := math.Max(compute, memory) + comm + e.perSeq*float64(b.Seqs)
+	return e.overhead + time.Duration(sec*1e9), memory >= compute
 }
 
 // Submit queues r at time now. It fails if the queue is full, the request
@@ -403,7 +459,7 @@ func (e *Engine) plan(now time.Duration) *Step {
 	}
 	bs := e.cfg.BlockSize
 	s := &e.step
-	s.reqs, s.counts, s.Tokens, s.Context = s.reqs[:0], s.counts[:0], 0, 0
+	s.reqs, s.counts, s.Tokens, s.Context, s.Pairs = s.reqs[:0], s.counts[:0], 0, 0, 0
 	budget := e.cfg.MaxNumBatchedTokens
 	preempted := false
 
@@ -475,7 +531,7 @@ func (e *Engine) plan(now time.Duration) *Step {
 	if len(s.reqs) == 0 {
 		return nil
 	}
-	d, memBound := e.stepTime(s.Tokens, s.Context)
+	d, memBound := e.batchTime(Batch{Seqs: len(s.reqs), Tokens: s.Tokens, Context: s.Context, Pairs: s.Pairs})
 	d = time.Duration(float64(d) * e.latencyMul)
 	d += e.loadAdapters(s)
 	s.Start, s.End = start, start+d
@@ -492,6 +548,7 @@ func (s *Step) add(r *Request, n int) {
 	s.counts = append(s.counts, n)
 	s.Tokens += n
 	s.Context += r.numComputed + n
+	s.Pairs += int64(n)*int64(r.numComputed) + int64(n)*int64(n+1)/2
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
