@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"math/big"
 	"path/filepath"
 	"slices"
@@ -179,7 +180,7 @@ inferenceObjectives:
 				c.setup(t, ns)
 			}
 			rendered := decode(t, helmTemplate(t, poolName, ns, c.values))
-			if got := kinds(rendered); !mapsEqual(got, c.kinds) {
+			if got := kinds(rendered); !maps.Equal(got, c.kinds) {
 				t.Errorf("rendered objects by kind: %v, expected %v", got, c.kinds)
 			}
 			objs := env.Apply(t, nil, ns, encode(t, rendered))
@@ -269,7 +270,7 @@ func TestChartProviders(t *testing.T) {
 			}
 			refs, _, _ := unstructured.NestedSlice(rules[0].(map[string]any), "backendRefs")
 			want := map[string]any{"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": poolName}
-			if len(refs) != 1 || !mapsEqualAny(refs[0].(map[string]any), want) {
+			if len(refs) != 1 || !maps.Equal(refs[0].(map[string]any), want) {
 				t.Errorf("HTTPRoute backendRefs %v, expected [%v]", refs, want)
 			}
 			parents, _, _ := unstructured.NestedSlice(r.Object, "spec", "parentRefs")
@@ -290,18 +291,6 @@ func TestChartProviders(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) { c.check(t, decode(t, helmTemplate(t, poolName, ns, c.values))) })
 	}
-}
-
-func mapsEqualAny(a, b map[string]any) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // TestChartRefuses: values of GIE's chart for features fastepp does not have

@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -77,7 +78,7 @@ func TestManifests(t *testing.T) {
 	// What a kubectl user of these files gets.
 	want := map[string]int{"ServiceAccount": 2, "Role": 1, "RoleBinding": 1, "ClusterRole": 2, "ClusterRoleBinding": 2,
 		"Secret": 1, "ConfigMap": 1, "Deployment": 1, "Service": 1, "InferencePool": 1}
-	if got := kinds(objs); !mapsEqual(got, want) {
+	if got := kinds(objs); !maps.Equal(got, want) {
 		t.Errorf("objects by kind: %v, expected %v", got, want)
 	}
 
@@ -111,18 +112,6 @@ func TestManifests(t *testing.T) {
 	t.Run("restricted pod security", func(t *testing.T) {
 		checkRestricted(t, env, deployment(t, objs, eppName).Spec.Template)
 	})
-}
-
-func mapsEqual(a, b map[string]int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // pickerExpect is what a picker Deployment must be.

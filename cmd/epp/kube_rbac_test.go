@@ -85,18 +85,7 @@ func TestKubeWithDeployRBAC(t *testing.T) {
 		return c == 429, "status " + strconv.Itoa(c)
 	})
 
-	get := func(token string) int {
-		req, _ := http.NewRequest("GET", "http://"+a.metrics+"/metrics", nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	get := func(token string) int { return metricsStatus(t, a.metrics, token) }
 	if c := get(""); c != http.StatusUnauthorized {
 		t.Fatalf("/metrics without a token: %d, expected 401", c)
 	}

@@ -354,18 +354,7 @@ func TestKubeMetricsAuth(t *testing.T) {
 	k.pod("a", 0, true)
 	k.pool()
 	a, _, _, _ := launch(t, k.eppArgs(kubetest.Kubeconfig(t, env.Config)))
-	get := func(token string) int {
-		req, _ := http.NewRequest("GET", "http://"+a.metrics+"/metrics", nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	get := func(token string) int { return metricsStatus(t, a.metrics, token) }
 	if c := get(""); c != http.StatusUnauthorized {
 		t.Fatalf("/metrics without a token: %d, expected 401", c)
 	}
@@ -391,4 +380,23 @@ subjects: [{kind: ServiceAccount, name: prometheus, namespace: `+k.ns+`}]
 		c := get(token)
 		return c == http.StatusOK, strconv.Itoa(c)
 	})
+}
+
+// metricsStatus GETs /metrics with the bearer token ("" = none) and returns
+// the status code.
+func metricsStatus(t *testing.T, addr, token string) int {
+	t.Helper()
+	req, err := http.NewRequest("GET", "http://"+addr+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
