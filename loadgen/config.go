@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/url"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"sort"
@@ -73,7 +74,8 @@ type LoadConfig struct {
 	Seed       *int64   `yaml:"seed"`
 	// BaseSeed is inference-perf's name for Seed.
 	BaseSeed *int64 `yaml:"base_seed"`
-	// RequestTimeout bounds one request (seconds or a duration string); 0 = none.
+	// RequestTimeout bounds one request (seconds or a duration string);
+	// unset or 0 takes DefaultRequestTimeout, so a hung server ends a run.
 	RequestTimeout Duration `yaml:"request_timeout"`
 	// MaxInFlight caps open-loop in-flight requests; requests over the cap are
 	// not sent and counted as error "client_in_flight_limit". 0 = no cap.
@@ -158,7 +160,11 @@ type TraceConfig struct {
 
 // SLOConfig holds service-level objectives; goodput counts requests meeting
 // all of them. Attainment is the share of requests that must meet them for a
-// sweep to call a rate good (default 0.9).
+// sweep to call a rate good (default 0.9). Percentile, when set (e.g. 90),
+// states the SLO on percentiles instead, as capacity plans read it: the
+// p<Percentile> TTFT and TPOT must be within ttft and tpot (`slo: {ttft: 1s,
+// tpot: 50ms, percentile: 90}`); it also sets attainment to Percentile/100
+// when attainment is not given, so sweeps judge the same share.
 type SLOConfig struct {
 	TTFT       Duration `yaml:"ttft"`
 	TPOT       Duration `yaml:"tpot"`
@@ -166,6 +172,7 @@ type SLOConfig struct {
 	E2E        Duration `yaml:"e2e"`
 	NTPOT      Duration `yaml:"ntpot"`
 	Attainment float64  `yaml:"attainment"`
+	Percentile float64  `yaml:"percentile"`
 }
 
 // ReportConfig picks percentiles and output formats.
@@ -196,7 +203,8 @@ type SweepConfig struct {
 	Precision float64 `yaml:"precision"`
 	MaxProbes int     `yaml:"max_probes"`
 	// Replicas is the number of model-server replicas behind base_url, so
-	// `loadgen plan` can scale. Default 1.
+	// `loadgen plan` can scale. Unset (0) is taken as 1, and `loadgen sweep`
+	// says so.
 	Replicas int `yaml:"replicas"`
 }
 
@@ -319,6 +327,9 @@ func (e *FieldError) Error() string {
 }
 
 // LoadConfigFile reads, decodes strictly, defaults and validates a config.
+//
+// Relative paths inside the file (data.trace.file) are resolved against the
+// config file's directory, so a config works from any working directory.
 func LoadConfigFile(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -328,8 +339,20 @@ func LoadConfigFile(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
+	if t := c.Data.Trace; t != nil && t.File != "" && !filepath.IsAbs(t.File) {
+		t.File = filepath.Join(filepath.Dir(path), t.File)
+	}
 	return c, nil
 }
+
+// DefaultRequestTimeout bounds one request when load.request_timeout is
+// unset: long enough for any generation a benchmark asks for, short enough
+// that a hung server ends the run with errors instead of never.
+const DefaultRequestTimeout = 10 * time.Minute
+
+// MaxConcurrency bounds concurrent clients and load.max_in_flight: each
+// request in flight holds a goroutine, a connection and a file descriptor.
+const MaxConcurrency = 100_000
 
 var unknownFieldRe = regexp.MustCompile(`line (\d+): field (\S+) not found in type loadgen\.(\w+)`)
 
@@ -515,8 +538,11 @@ func (c *Config) Normalize() error {
 	if l.RequestTimeout < 0 {
 		return &FieldError{"load.request_timeout", "a duration >= 0", time.Duration(l.RequestTimeout).String()}
 	}
-	if l.MaxInFlight < 0 {
-		return &FieldError{"load.max_in_flight", "a count >= 0 (0 = no cap)", strconv.Itoa(l.MaxInFlight)}
+	if l.RequestTimeout == 0 {
+		l.RequestTimeout = Duration(DefaultRequestTimeout)
+	}
+	if l.MaxInFlight < 0 || l.MaxInFlight > MaxConcurrency {
+		return &FieldError{"load.max_in_flight", fmt.Sprintf("a count in [0, %d] (0 = no cap)", MaxConcurrency), strconv.Itoa(l.MaxInFlight)}
 	}
 	if l.TimeScale == 0 {
 		l.TimeScale = 1
@@ -555,8 +581,8 @@ func (c *Config) Normalize() error {
 				return &FieldError{f, "at most 1e9 requests in a stage", fmtF(s.Rate*s.Duration.Seconds()) + " (rate × duration)"}
 			}
 		case LoadConcurrent:
-			if s.Concurrency <= 0 {
-				return &FieldError{f + ".concurrency", "a number of concurrent clients > 0", strconv.Itoa(s.Concurrency)}
+			if s.Concurrency <= 0 || s.Concurrency > MaxConcurrency {
+				return &FieldError{f + ".concurrency", fmt.Sprintf("a number of concurrent clients in [1, %d] (each holds a connection and a file descriptor)", MaxConcurrency), strconv.Itoa(s.Concurrency)}
 			}
 			if s.NumRequests <= 0 {
 				return &FieldError{f + ".num_requests", "a number of requests > 0", strconv.Itoa(s.NumRequests)}
@@ -607,8 +633,14 @@ func (c *Config) Normalize() error {
 			return &FieldError{d.name, "a duration >= 0", durS(d.v)}
 		}
 	}
+	if o.Percentile != 0 && !(o.Percentile > 0 && o.Percentile < 100) {
+		return &FieldError{"slo.percentile", "a percentile in (0, 100), e.g. 90", fmtF(o.Percentile)}
+	}
 	if o.Attainment == 0 {
 		o.Attainment = 0.9
+		if o.Percentile != 0 {
+			o.Attainment = o.Percentile / 100
+		}
 	}
 	if !(o.Attainment > 0 && o.Attainment <= 1) {
 		return &FieldError{"slo.attainment", "a share in (0, 1]", fmtF(o.Attainment)}
@@ -663,9 +695,7 @@ func (c *Config) Normalize() error {
 	if w.Replicas < 0 {
 		return &FieldError{"sweep.replicas", "a replica count >= 1", strconv.Itoa(w.Replicas)}
 	}
-	if w.Replicas == 0 {
-		w.Replicas = 1
-	}
+	// Replicas 0 stays 0 (unset: the sweep records 1 and says it assumed it).
 	return nil
 }
 

@@ -49,6 +49,9 @@ type SweepResult struct {
 	SaturationRate float64 `json:"saturation_rate"`
 	SaturatedAt    float64 `json:"saturated_at"`
 	Probes         []Probe `json:"probes"`
+	// Interrupted says the sweep was stopped (Ctrl-C, an error) before it
+	// finished: the figures above are what the completed probes measured.
+	Interrupted string `json:"interrupted,omitempty"`
 }
 
 // SweepOptions tune a sweep.
@@ -91,8 +94,12 @@ func Sweep(ctx context.Context, cfg *Config, opt SweepOptions) (*SweepResult, er
 	if maxProbes == 0 {
 		maxProbes = 12
 	}
+	replicas := w.Replicas
+	if replicas == 0 {
+		replicas = 1
+	}
 	res := &SweepResult{Tool: "fastepp loadgen", Model: cfg.Server.ModelName, BaseURL: cfg.Server.BaseURL,
-		Replicas: w.Replicas, SLO: sloMap(cfg.SLO)}
+		Replicas: replicas, SLO: sloMap(cfg.SLO)}
 	probe := func(rate float64) (Probe, error) {
 		c := *cfg
 		c.Load.Stages = []Stage{{Rate: rate, Duration: Duration(dur)}}
@@ -112,6 +119,17 @@ func Sweep(ctx context.Context, cfg *Config, opt SweepOptions) (*SweepResult, er
 
 	lo, hi := 0.0, 0.0 // SLO boundary: lo good, hi bad (0 = unknown)
 	satLo, satHi := 0.0, 0.0
+	// Whatever ends the sweep, the result records what the completed probes
+	// measured (an interrupted sweep is still a lower bound worth keeping).
+	finish := func(err error) (*SweepResult, error) {
+		res.MaxRateMeetingSLO, res.FirstRateFailingSLO = lo, hi
+		res.SaturationRate, res.SaturatedAt = satLo, satHi
+		sort.Slice(res.Probes, func(i, j int) bool { return res.Probes[i].Rate < res.Probes[j].Rate })
+		if err != nil {
+			res.Interrupted = err.Error()
+		}
+		return res, err
+	}
 	note := func(p Probe) {
 		if good(p) {
 			lo = math.Max(lo, p.Rate)
@@ -130,7 +148,7 @@ func Sweep(ctx context.Context, cfg *Config, opt SweepOptions) (*SweepResult, er
 	for r := minRate; len(res.Probes) < maxProbes; r = math.Min(2*r, maxRate) {
 		p, err := probe(r)
 		if err != nil {
-			return res, err
+			return finish(err)
 		}
 		note(p)
 		if !good(p) || r >= maxRate {
@@ -141,7 +159,7 @@ func Sweep(ctx context.Context, cfg *Config, opt SweepOptions) (*SweepResult, er
 	for hi > 0 && len(res.Probes) < maxProbes && (hi-lo)/hi > prec {
 		p, err := probe(bisectMid(lo, hi))
 		if err != nil {
-			return res, err
+			return finish(err)
 		}
 		note(p)
 	}
@@ -149,14 +167,11 @@ func Sweep(ctx context.Context, cfg *Config, opt SweepOptions) (*SweepResult, er
 	for satHi > 0 && len(res.Probes) < maxProbes && (satHi-satLo)/satHi > prec {
 		p, err := probe(bisectMid(satLo, satHi))
 		if err != nil {
-			return res, err
+			return finish(err)
 		}
 		note(p)
 	}
-	res.MaxRateMeetingSLO, res.FirstRateFailingSLO = lo, hi
-	res.SaturationRate, res.SaturatedAt = satLo, satHi
-	sort.Slice(res.Probes, func(i, j int) bool { return res.Probes[i].Rate < res.Probes[j].Rate })
-	return res, nil
+	return finish(nil)
 }
 
 func bisectMid(lo, hi float64) float64 {
@@ -287,6 +302,9 @@ type Plan struct {
 	// Headroom is Capacity / TargetRate − 1.
 	Headroom float64 `json:"headroom"`
 	Basis    string  `json:"basis"`
+	// Warnings say when the plan is weaker than it looks (no probe failed,
+	// so capacity is a lower bound; an interrupted sweep).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // MakePlan picks the replica count for target requests/s with the given
@@ -309,19 +327,39 @@ func MakePlan(sweeps []*SweepResult, target, margin float64) (*Plan, error) {
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Replicas < sorted[j].Replicas })
 	for _, s := range sorted {
 		if s.MaxRateMeetingSLO >= need {
-			return &Plan{TargetRate: target, Margin: margin, PerReplicaRate: s.MaxRateMeetingSLO / float64(s.Replicas),
+			p := &Plan{TargetRate: target, Margin: margin, PerReplicaRate: s.MaxRateMeetingSLO / float64(s.Replicas),
 				Replicas: s.Replicas, Capacity: s.MaxRateMeetingSLO, Headroom: round6(s.MaxRateMeetingSLO/target - 1),
-				Basis: fmt.Sprintf("measured: a sweep at %d replicas met the SLO up to %.2f req/s", s.Replicas, s.MaxRateMeetingSLO)}, nil
+				Basis: fmt.Sprintf("measured: a sweep of a fleet of %d replica(s) (as recorded by sweep --replicas) met the SLO up to %.2f req/s", s.Replicas, s.MaxRateMeetingSLO)}
+			p.Warnings = sweepWarnings(s)
+			return p, nil
 		}
 	}
 	big := sorted[len(sorted)-1]
 	if big.MaxRateMeetingSLO <= 0 {
-		return nil, fmt.Errorf("sweep at %d replicas: expected a rate meeting the SLO, found none (even the lowest probe failed)", big.Replicas)
+		if big.Interrupted != "" {
+			return nil, fmt.Errorf("sweep of %d replica(s): expected a probe meeting the SLO, found none before it was interrupted (%s)", big.Replicas, big.Interrupted)
+		}
+		return nil, fmt.Errorf("sweep of %d replica(s): expected a rate meeting the SLO, found none (even the lowest probe failed)", big.Replicas)
 	}
 	per := big.MaxRateMeetingSLO / float64(big.Replicas)
 	n := int(math.Ceil(need/per - 1e-9))
 	capacity := float64(n) * per
-	return &Plan{TargetRate: target, Margin: margin, PerReplicaRate: round6(per), Replicas: n, Capacity: round6(capacity),
+	p := &Plan{TargetRate: target, Margin: margin, PerReplicaRate: round6(per), Replicas: n, Capacity: round6(capacity),
 		Headroom: round6(capacity/target - 1),
-		Basis:    fmt.Sprintf("extrapolated linearly from a sweep at %d replica(s) meeting the SLO up to %.2f req/s", big.Replicas, big.MaxRateMeetingSLO)}, nil
+		Basis: fmt.Sprintf("extrapolated linearly from a sweep of a fleet of %d replica(s) (as recorded by sweep --replicas) meeting the SLO up to %.2f req/s",
+			big.Replicas, big.MaxRateMeetingSLO)}
+	p.Warnings = sweepWarnings(big)
+	return p, nil
+}
+
+// sweepWarnings says when a sweep under-states capacity.
+func sweepWarnings(s *SweepResult) []string {
+	var w []string
+	if s.FirstRateFailingSLO == 0 {
+		w = append(w, fmt.Sprintf("the sweep of %d replica(s) had no probe failing the SLO (highest good probe %.2f req/s): its capacity is a lower bound and the plan may over-provision; sweep again with a higher --max-rate", s.Replicas, s.MaxRateMeetingSLO))
+	}
+	if s.Interrupted != "" {
+		w = append(w, fmt.Sprintf("the sweep of %d replica(s) was interrupted (%s): the plan uses only its completed probes", s.Replicas, s.Interrupted))
+	}
+	return w
 }

@@ -48,6 +48,11 @@ func New(plan *Plan) *Scheduler {
 	return s
 }
 
+// SetSeed makes the cycles created from now on draw their random numbers
+// (tie-breaks, random pickers) from seed instead of the clock: simulations
+// and tests that must repeat exactly call it before their first NewCycle.
+func (s *Scheduler) SetSeed(seed uint64) { s.seed.Store(seed) }
+
 // Publish makes snap the snapshot future picks see. Before the swap, on the
 // caller's goroutine, each SnapshotPreparer of the plan prepares its
 // per-snapshot value. snap must not be modified afterwards; publishing one
