@@ -1,12 +1,16 @@
 package extproc
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +23,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -68,7 +74,7 @@ func (f *floorServer) Process(ps extprocv3.ExternalProcessor_ProcessServer) erro
 			}
 			for i, c := range chunks {
 				for {
-					n := min(len(c), MaxChunk)
+					n := min(len(c), echoChunk) // the server's echo chunk size
 					last := i == len(chunks)-1 && n == len(c)
 					if err := ps.Send(floorEcho(c[:n], last, true)); err != nil {
 						return err
@@ -174,10 +180,12 @@ func envoyRequest(ctx context.Context, c extprocv3.ExternalProcessorClient, hdr 
 	return nil
 }
 
-// runEnvoy drives b.N requests over 16 concurrent streams and reports
-// requests/s and latency percentiles.
-func runEnvoy(b *testing.B, srv extprocv3.ExternalProcessorServer, bodies [][]byte) {
-	c := extprocv3.NewExternalProcessorClient(serve(b, srv))
+// runEnvoy drives b.N requests over 16 concurrent streams to the server
+// behind conn and reports requests/s, latency percentiles, and CPU per
+// request: the server's own (serverCPU, nil when the server shares this
+// process) and this process's.
+func runEnvoy(b *testing.B, conn *grpc.ClientConn, serverCPU func() time.Duration, bodies [][]byte) {
+	c := extprocv3.NewExternalProcessorClient(conn)
 	streams := 16
 	if v, err := strconv.Atoi(os.Getenv("EXTPROC_BENCH_STREAMS")); err == nil && v > 0 {
 		streams = v // e.g. 1 to see per-request latency without queueing
@@ -199,6 +207,10 @@ func runEnvoy(b *testing.B, srv extprocv3.ExternalProcessorServer, bodies [][]by
 	var failed atomic.Pointer[error]
 	b.ResetTimer()
 	cpu0 := cpuTime()
+	var srv0 time.Duration
+	if serverCPU != nil {
+		srv0 = serverCPU()
+	}
 	start := time.Now()
 	for g := range streams {
 		wg.Add(1)
@@ -221,6 +233,10 @@ func runEnvoy(b *testing.B, srv extprocv3.ExternalProcessorServer, bodies [][]by
 	wg.Wait()
 	elapsed := time.Since(start)
 	cpu := cpuTime() - cpu0
+	var srvCPU time.Duration
+	if serverCPU != nil {
+		srvCPU = serverCPU() - srv0
+	}
 	b.StopTimer()
 	if err := failed.Load(); err != nil {
 		b.Fatal(*err)
@@ -233,9 +249,14 @@ func runEnvoy(b *testing.B, srv extprocv3.ExternalProcessorServer, bodies [][]by
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "req/s")
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
-	// Process CPU (client + server + gRPC) per request: steadier than
-	// req/s when other work shares the machine.
-	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/req")
+	if serverCPU != nil {
+		// The server process alone (the figure to compare: Envoy's CPU is
+		// not the picker's), steadier than req/s on a shared machine.
+		b.ReportMetric(float64(srvCPU.Microseconds())/float64(b.N), "server-cpu-µs/req")
+		b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "client-cpu-µs/req")
+	} else {
+		b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/req")
+	}
 }
 
 // cpuTime is the process's user + system CPU time.
@@ -258,23 +279,144 @@ var benchCases = []struct {
 	{8, 220 << 10, "220KB"},
 }
 
+// BenchmarkExtProc runs each case's server in a child process (this test
+// binary, re-executed into TestExtProcBenchChild) so that the server's CPU
+// per request is measured apart from the client's. picker=none is the
+// floor: stock grpc-go and protobuf (grpc.NewServer() with no options), no
+// parsing, no pick, the body echoed in the server's chunk size.
 func BenchmarkExtProc(b *testing.B) {
 	for _, tc := range benchCases {
 		bodies := benchBodies(64, tc.size)
 		name := fmt.Sprintf("endpoints=%d/body=%s", tc.endpoints, tc.label)
-		b.Run(name+"/picker=default", func(b *testing.B) {
-			p := newPool(b, nil, tc.endpoints)
-			// As deployed: metrics registered, logger at info level.
-			srv, err := New(p.sched, Options{Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-			if err != nil {
-				b.Fatal(err)
-			}
-			runEnvoy(b, srv, bodies)
-		})
-		b.Run(name+"/picker=none", func(b *testing.B) {
-			runEnvoy(b, newFloorServer(), bodies)
-		})
+		for _, picker := range []string{"default", "none"} {
+			b.Run(name+"/picker="+picker, func(b *testing.B) {
+				conn, cpu := benchChild(b, picker, tc.endpoints)
+				runEnvoy(b, conn, cpu, bodies)
+			})
+		}
 	}
+}
+
+// benchChildEnv selects TestExtProcBenchChild's server: "default:N" (the
+// ext_proc server, default plan, N endpoints) or "none" (the floor).
+const benchChildEnv = "FASTEPP_EXTPROC_BENCH_CHILD"
+
+// benchChild starts this test binary as a server process and returns a
+// connection to it and a reader of its CPU time (user + system, all
+// threads). The child ends when the benchmark does.
+func benchChild(b *testing.B, picker string, endpoints int) (*grpc.ClientConn, func() time.Duration) {
+	b.Helper()
+	mode := picker
+	if picker == "default" {
+		mode = "default:" + strconv.Itoa(endpoints)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestExtProcBenchChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), benchChildEnv+"="+mode)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		stdin.Close() // the child's signal to stop
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	addr, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		b.Fatalf("bench child (%s): no address: %v", mode, err)
+	}
+	conn, err := grpc.NewClient(strings.TrimSpace(addr), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	pid := cmd.Process.Pid
+	return conn, func() time.Duration {
+		d, err := procCPU(pid)
+		if err != nil {
+			b.Fatalf("bench child CPU: %v", err)
+		}
+		return d
+	}
+}
+
+// procCPU reads a process's user + system time from /proc/PID/stat (fields
+// 14 and 15, in clock ticks of 1/100 s: Linux's USER_HZ).
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) is in parentheses and may hold spaces.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: expected \"(comm)\", found %q", pid, b)
+	}
+	f := strings.Fields(string(b[i+1:])) // f[0] is field 3
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: expected at least 15 fields, found %d", pid, len(f)+2)
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("/proc/%d/stat: utime %q, stime %q: expected integers", pid, f[11], f[12])
+	}
+	return time.Duration(ut+st) * (time.Second / 100), nil
+}
+
+// TestExtProcBenchChild is BenchmarkExtProc's server process: it runs only
+// when benchChildEnv is set (the benchmark re-executes the test binary with
+// it, as os/exec's own tests do with helper processes) and returns at once
+// otherwise. It prints its address and serves until stdin closes.
+func TestExtProcBenchChild(t *testing.T) {
+	mode := os.Getenv(benchChildEnv)
+	if mode == "" {
+		return
+	}
+	var g *grpc.Server
+	switch {
+	case mode == "none":
+		g = grpc.NewServer() // stock grpc-go: the floor
+		extprocv3.RegisterExternalProcessorServer(g, newFloorServer())
+	case strings.HasPrefix(mode, "default:"):
+		n, err := strconv.Atoi(strings.TrimPrefix(mode, "default:"))
+		if err != nil || n <= 0 {
+			t.Fatalf("%s=%q: expected default:N with N > 0", benchChildEnv, mode)
+		}
+		p := newPool(t, nil, n)
+		// As deployed: metrics registered, logger at info level.
+		srv, err := New(p.sched, Options{Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g = grpc.NewServer(GRPCServerOptions(0)...)
+		srv.Register(g)
+	default:
+		t.Fatalf("%s=%q: expected none or default:N", benchChildEnv, mode)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go g.Serve(lis)
+	fmt.Println(lis.Addr().String())
+	_, _ = io.Copy(io.Discard, os.Stdin) // until the benchmark closes it
+	g.Stop()
 }
 
 // fakeStream replays one request's messages to a server without gRPC.
