@@ -13,14 +13,15 @@ build:
 
 # Unit, integration and race tests; then the zero-allocation tests again
 # without -race (the race detector makes sync.Pool drop items, so some skip
-# under it); then a benchmark smoke run so every benchmark compiles and
+# under it) with bench/plan's real-time cross-check (timing: left out of
+# -race builds); then a benchmark smoke run so every benchmark compiles and
 # executes in CI (100 iterations each, not a measurement). The Kubernetes
 # tests run a real kube-apiserver and etcd, and render the chart with helm:
 # kube-assets builds them first (once per machine, ~15 min; cached by
 # version, see scripts/kube-assets.sh and scripts/helm.sh).
 test: kube-assets
 	$(GO) test -race -count=1 -timeout 5m $(PKGS)
-	$(GO) test -count=1 -timeout 5m -run 'Allocs' $(PKGS)
+	$(GO) test -count=1 -timeout 5m -run 'Allocs|CrossCheck' $(PKGS)
 	$(MAKE) bench-smoke
 
 kube-assets:

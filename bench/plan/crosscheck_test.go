@@ -1,3 +1,10 @@
+//go:build !race
+
+// The cross-check compares real-time latencies with virtual ones: the race
+// detector slows the real stack's Go code several times over and would
+// measure itself, so this file is left out of -race builds; `make test` runs
+// it in its second, uninstrumented pass (-run 'Allocs|CrossCheck').
+
 package plan
 
 import (
