@@ -1,16 +1,12 @@
 package controller_test
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -238,28 +234,14 @@ func jsonDiff(ours, chart any) string {
 		strings.Join(al[from:min(len(al), i+8)], "\n"), strings.Join(bl[from:min(len(bl), i+8)], "\n"))
 }
 
-var (
-	helmOnce sync.Once
-	helmPath string
-	helmErr  error
-)
-
-// helmBinary is $HELM, else scripts/helm.sh's build (cached per machine),
-// as the deploy tests find it.
+// helmBinary is $HELM, else scripts/helm.sh's build (cached per machine).
 func helmBinary(t testing.TB) string {
 	t.Helper()
-	helmOnce.Do(func() {
-		if h := os.Getenv("HELM"); h != "" {
-			helmPath = h
-			return
-		}
-		out, err := command(20*time.Minute, nil, "bash", filepath.Join(repoRoot, "scripts", "helm.sh"))
-		helmPath, helmErr = strings.TrimSpace(string(out)), err
-	})
-	if helmErr != nil {
-		t.Fatalf("HELM is not set and scripts/helm.sh failed: %v", helmErr)
+	h, err := kubetest.Helm()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return helmPath
+	return h
 }
 
 // helmTemplate renders deploy/charts/inferencepool as release in ns with
@@ -280,7 +262,7 @@ func helmTemplate(t testing.TB, release, ns string, values ...string) []*unstruc
 		}
 		args = append(args, "-f", f)
 	}
-	env := []string{"HELM_CACHE_HOME=" + dir + "/cache", "HELM_CONFIG_HOME=" + dir + "/config", "HELM_DATA_HOME=" + dir + "/data"}
+	env := kubetest.HelmEnv(dir)
 	out, err := command(time.Minute, env, h, args...)
 	if err != nil {
 		t.Fatal(err)
@@ -292,17 +274,7 @@ func helmTemplate(t testing.TB, release, ns string, values ...string) []*unstruc
 	return objs
 }
 
-// command runs name with a deadline and returns its stdout; an error
-// carries stderr.
+// command runs name with a deadline and returns its stdout.
 func command(timeout time.Duration, env []string, name string, args ...string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(os.Environ(), env...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, stderr.String())
-	}
-	return stdout.Bytes(), nil
+	return kubetest.Command(timeout, env, name, args...)
 }

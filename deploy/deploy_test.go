@@ -10,10 +10,8 @@ package deploy_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -64,51 +62,17 @@ func run(t testing.TB, timeout time.Duration, env []string, name string, args ..
 }
 
 func runErr(timeout time.Duration, env []string, name string, args ...string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(os.Environ(), env...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("timed out after %v", timeout)
-		}
-		return stdout.Bytes(), fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, stderr.String())
-	}
-	return stdout.Bytes(), nil
+	return kubetest.Command(timeout, env, name, args...)
 }
 
-var (
-	helmOnce sync.Once
-	helmPath string
-	helmErr  error
-)
-
-// helm returns the helm binary: $HELM, else scripts/helm.sh's build (which
-// takes a few minutes the first time on a machine, then is cached).
+// helm returns the helm binary ($HELM, else scripts/helm.sh's build).
 func helm(t testing.TB) string {
 	t.Helper()
-	helmOnce.Do(func() {
-		if h := os.Getenv("HELM"); h != "" {
-			helmPath = h
-			return
-		}
-		start := time.Now()
-		out, err := runErr(20*time.Minute, nil, "bash", filepath.Join(repoRoot, "scripts", "helm.sh"))
-		if err != nil {
-			helmErr = fmt.Errorf("HELM is not set and scripts/helm.sh failed: %v", err)
-			return
-		}
-		helmPath = strings.TrimSpace(string(out))
-		if d := time.Since(start); d > 10*time.Second {
-			fmt.Fprintf(os.Stderr, "deploy: scripts/helm.sh built helm in %v\n", d.Round(time.Second))
-		}
-	})
-	if helmErr != nil {
-		t.Fatal(helmErr)
+	h, err := kubetest.Helm()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return helmPath
+	return h
 }
 
 // helmTemplate renders the chart as release in ns with the values YAML
@@ -140,7 +104,7 @@ func helmTemplateErr(t testing.TB, release, ns, values string, args ...string) (
 		t.Fatal(err)
 	}
 	home := filepath.Join(tmpDir, "helm-home")
-	env := []string{"HELM_CACHE_HOME=" + home + "/cache", "HELM_CONFIG_HOME=" + home + "/config", "HELM_DATA_HOME=" + home + "/data"}
+	env := kubetest.HelmEnv(home)
 	return runErr(time.Minute, env, h, append([]string{"template", release, chartDir, "--namespace", ns, "-f", vf}, args...)...)
 }
 

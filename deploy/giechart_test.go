@@ -9,6 +9,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/fastepp/fastepp/internal/kubetest"
 )
 
 // TestGIEChartWithOurImage renders GIE v1.5.0's own inferencepool chart (from
@@ -31,7 +33,7 @@ func TestGIEChartWithOurImage(t *testing.T) {
 	}
 	h := helm(t)
 	home := filepath.Join(t.TempDir(), "helm-home")
-	env := []string{"HELM_CACHE_HOME=" + home + "/cache", "HELM_CONFIG_HOME=" + home + "/config", "HELM_DATA_HOME=" + home + "/data"}
+	env := kubetest.HelmEnv(home)
 	chart := filepath.Join(charts, "inferencepool")
 	run(t, time.Minute, env, h, "dependency", "build", chart)
 	out := run(t, time.Minute, env, h, "template", "vllm", chart, "--namespace", "llm",

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +39,15 @@ func (t Target) URL() string { return DefaultScrapeConfig().URL(t) }
 func sameEndpoint(a, b scheduler.Endpoint) bool {
 	return a.Name == b.Name && a.Namespace == b.Namespace && a.Addr == b.Addr &&
 		a.Port == b.Port && maps.Equal(a.Labels, b.Labels)
+}
+
+// SameTargets reports whether a and b list the same targets in the same
+// order: the same endpoint identities and metrics URLs. Sources use it to
+// report a list only when it changed.
+func SameTargets(a, b []Target) bool {
+	return slices.EqualFunc(a, b, func(x, y Target) bool {
+		return sameEndpoint(x.Endpoint, y.Endpoint) && x.MetricsURL == y.MetricsURL
+	})
 }
 
 // Source discovers the pool's endpoints.

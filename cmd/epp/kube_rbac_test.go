@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/fastepp/fastepp/internal/kubetest"
 )
@@ -58,14 +56,7 @@ func TestKubeWithDeployRBAC(t *testing.T) {
 	k.pod("a", 0, true)
 	k.pod("b", 1, true)
 	k.pool()
-	obj := &unstructured.Unstructured{}
-	obj.SetGroupVersionKind(kubetest.ObjectiveGVK)
-	obj.SetNamespace(k.ns)
-	obj.SetName("batch")
-	obj.Object["spec"] = map[string]any{"priority": int64(-1), "poolRef": map[string]any{"name": "llm"}}
-	if err := env.Client.Create(context.Background(), obj); err != nil {
-		t.Fatal(err)
-	}
+	k.objective("batch", -1)
 
 	kc := kubetest.Kubeconfig(t, env.ServiceAccountConfig(t, k.ns, sa))
 	a, _, _, logs := launch(t, k.eppArgs(kc, "--ha-enable-leader-election"))

@@ -101,6 +101,19 @@ func (k *kubeCluster) pool() *giev1.InferencePool {
 	return p
 }
 
+// objective creates the InferenceObjective name for the pool "llm".
+func (k *kubeCluster) objective(name string, priority int64) {
+	k.t.Helper()
+	obj := &unstructured.Unstructured{}
+	obj.SetGroupVersionKind(kubetest.ObjectiveGVK)
+	obj.SetNamespace(k.ns)
+	obj.SetName(name)
+	obj.Object["spec"] = map[string]any{"priority": priority, "poolRef": map[string]any{"name": "llm"}}
+	if err := k.env.Client.Create(context.Background(), obj); err != nil {
+		k.t.Fatal(err)
+	}
+}
+
 func (k *kubeCluster) dest(i int) string { return "127.0.0.1:" + strconv.Itoa(k.servers[i].port) }
 
 // eppArgs are the flags of an epp in Kubernetes mode on loopback.
@@ -236,14 +249,7 @@ func TestKubePool(t *testing.T) {
 			c := immediateStatus(t, conn, "batch")
 			return c == 0, "status " + strconv.Itoa(c)
 		})
-		obj := &unstructured.Unstructured{}
-		obj.SetGroupVersionKind(kubetest.ObjectiveGVK)
-		obj.SetNamespace(k.ns)
-		obj.SetName("batch")
-		obj.Object["spec"] = map[string]any{"priority": int64(-1), "poolRef": map[string]any{"name": "llm"}}
-		if err := env.Client.Create(context.Background(), obj); err != nil {
-			t.Fatal(err)
-		}
+		k.objective("batch", -1)
 		eventually(t, 2*time.Second, "sheddable objective gets 429", func() (bool, string) {
 			c := immediateStatus(t, conn, "batch")
 			return c == 429, "status " + strconv.Itoa(c)

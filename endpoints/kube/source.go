@@ -224,7 +224,7 @@ func (s *Source) Run(ctx context.Context, update func([]endpoints.Target)) error
 			s.desc = desc
 			s.mu.Unlock()
 		}
-		if err == nil && (first || !sameTargets(last, targets)) {
+		if err == nil && (first || !endpoints.SameTargets(last, targets)) {
 			s.Logger.Info("pool endpoints", "pool", desc, "endpoints", len(targets))
 			update(targets)
 			last = targets
@@ -337,12 +337,4 @@ func activePorts(p *corev1.Pod, ports []int) map[int]bool {
 		}
 	}
 	return out
-}
-
-// sameTargets compares two sorted target lists.
-func sameTargets(a, b []endpoints.Target) bool {
-	return slices.EqualFunc(a, b, func(x, y endpoints.Target) bool {
-		return x.Name == y.Name && x.Namespace == y.Namespace && x.Addr == y.Addr && x.Port == y.Port &&
-			x.MetricsURL == y.MetricsURL && maps.Equal(x.Labels, y.Labels)
-	})
 }

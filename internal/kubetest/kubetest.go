@@ -5,19 +5,18 @@
 // scripts/kube-assets.sh fills), installing the CRDs users have (GIE's
 // InferencePool v1 from the module fastepp builds against, InferenceObjective
 // from GIE v1.5.0, where it last shipped), and the chores tests share:
-// namespaces, ServiceAccount tokens, restarting the API server.
+// namespaces, ServiceAccount tokens, restarting the API server, and the
+// other tools those tests run (Command, Helm).
 //
 // There is no kubelet and no controller-manager: tests write pod status
 // themselves, and nothing garbage-collects.
 package kubetest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -84,14 +83,12 @@ func Assets() (string, error) {
 			return
 		}
 		script := filepath.Join(repoRoot(), "scripts", "kube-assets.sh")
-		var out, stderr bytes.Buffer
-		cmd := exec.Command("bash", script)
-		cmd.Stdout, cmd.Stderr = &out, &stderr
-		if err := cmd.Run(); err != nil {
-			assetsErr = fmt.Errorf("KUBEBUILDER_ASSETS is not set and %s failed (%v): %s", script, err, stderr.String())
+		out, err := Command(time.Hour, nil, "bash", script)
+		if err != nil {
+			assetsErr = fmt.Errorf("KUBEBUILDER_ASSETS is not set and %v", err)
 			return
 		}
-		assetsDir = strings.TrimSpace(out.String())
+		assetsDir = strings.TrimSpace(string(out))
 	})
 	return assetsDir, assetsErr
 }
@@ -109,13 +106,9 @@ func ModuleDir(path, version string) (string, error) {
 	if version != "" {
 		arg += "@" + version
 	}
-	cmd := exec.Command("go", "mod", "download", "-json", arg)
-	cmd.Dir = repoRoot()
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	out, err := Command(5*time.Minute, nil, "go", "-C", repoRoot(), "mod", "download", "-json", arg)
 	if err != nil {
-		return "", fmt.Errorf("go mod download %s: %v: %s%s", arg, err, out, stderr.String())
+		return "", fmt.Errorf("%v%s", err, out) // the JSON on stdout says why
 	}
 	var m struct{ Dir, Error string }
 	if err := json.Unmarshal(out, &m); err != nil {
