@@ -21,6 +21,11 @@ type pageParser struct {
 	other  famSet
 	labels []label
 	name   []byte // scratch for quoted/escaped names
+	// skip is the last unquoted sample name read that no family of the
+	// engine reads (it aliases the page being parsed): the lines of a
+	// histogram come in runs of one name, and comparing a run's next line
+	// with it is cheaper than reading the name again.
+	skip []byte
 }
 
 // parse extracts e's families from data into acc (after acc.reset(e)).
@@ -28,6 +33,7 @@ type pageParser struct {
 func (p *pageParser) parse(data []byte, e *engine, acc *accumulator) error {
 	acc.reset(e)
 	p.other = 0
+	defer func() { p.skip = nil }() // it points into data
 	i := 0
 	for i < len(data) {
 		j := skipBlank(data, i)
@@ -97,11 +103,19 @@ func (p *pageParser) sample(data []byte, k int, inBraces bool, e *engine, acc *a
 	var name []byte
 	p.labels = p.labels[:0]
 	if !inBraces {
+		if n := len(p.skip); n > 0 && len(data)-k > n && string(data[k:k+n]) == string(p.skip) &&
+			!nameCont(data[k+n], true) && data[k+n] != '"' {
+			return nextLine(data, k+n), nil // what readName would return: p.skip again
+		}
 		var ok bool
 		if name, k, ok = p.readName(data, k, true); !ok || len(name) == 0 {
 			return nextLine(data, k), nil
 		}
-		fs := e.lookup(name) &^ p.other
+		all := e.lookup(name)
+		if all == 0 && k < len(data) && data[k] != '"' && &name[0] == &data[k-len(name)] {
+			p.skip = name
+		}
+		fs := all &^ p.other
 		if fs == 0 {
 			return nextLine(data, k), nil
 		}

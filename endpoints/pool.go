@@ -39,8 +39,11 @@ type Options struct {
 	// Scrape says where metrics pages are and which engine's names to read
 	// (the config's data-layer plugins; zero value: DefaultScrapeConfig).
 	Scrape ScrapeConfig
-	// Client overrides the scrape client (default
-	// NewHTTPClient(ScrapeTimeout, Scrape.InsecureSkipVerify)).
+	// Client overrides the scrape client. By default (nil) plain-http pages
+	// are fetched over each scraper's own keep-alive connection (rawGet: no
+	// extra goroutines; the response parsed by http.ReadResponse) and https
+	// pages, user-info URLs and redirects by NewHTTPClient(ScrapeTimeout,
+	// Scrape.InsecureSkipVerify); a Client given here reads every page.
 	Client *http.Client
 	// Enrichers run on the publisher goroutine on every snapshot rebuild, in
 	// order, before the snapshot is built: the place where per-endpoint data
@@ -307,12 +310,16 @@ func (p *Pool) startScraper(m *member) {
 	ctx, cancel := context.WithCancel(p.ctx)
 	m.cancel = cancel
 	s := newScraper(ctx, m.h, m.target, p.opt.Scrape, p.engines, p.enginesErr, p.opt.Client)
+	if p.ownClient {
+		s.useRaw(p.opt.ScrapeTimeout)
+	}
 	p.wg.Add(1)
 	go p.runScraper(ctx, m, s)
 }
 
 func (p *Pool) runScraper(ctx context.Context, m *member, s *scraper) {
 	defer p.wg.Done()
+	defer s.close()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	first := true

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -19,9 +20,12 @@ import (
 const maxPageBytes = 16 << 20
 
 // NewHTTPClient returns the keep-alive client scrapers use when Options.Client
-// is nil: no proxy, no compression (loopback and pod networks are cheap, gzip
-// is not), bounded dial/header/total times. insecureSkipVerify skips
-// certificate verification on https scrapes.
+// is nil for what the plain-http fast path (rawGet) leaves to net/http's
+// Transport (https, user-info URLs, redirects): no proxy, no compression
+// (loopback and pod networks are cheap, gzip is not), bounded
+// dial/header/total times, and no cap on idle connections across hosts
+// (MaxIdleConns 0: one per endpoint stays open, at any pool size).
+// insecureSkipVerify skips certificate verification on https scrapes.
 func NewHTTPClient(timeout time.Duration, insecureSkipVerify bool) *http.Client {
 	d := &net.Dialer{Timeout: min(timeout, 2*time.Second), KeepAlive: 30 * time.Second}
 	return &http.Client{
@@ -48,6 +52,8 @@ type scraper struct {
 	engErr  error
 	client  *http.Client
 	req     *http.Request
+	raw     *rawGet // plain-http fast path (useRaw); nil: client
+	ctx     context.Context
 	reqErr  error
 	buf     []byte
 	parser  pageParser
@@ -59,7 +65,7 @@ type scraper struct {
 // may name (tblErr, when the configured engines are invalid, fails every
 // scrape with that error).
 func newScraper(ctx context.Context, h *scheduler.Handle, t Target, sc ScrapeConfig, tbl *engineTable, tblErr error, client *http.Client) *scraper {
-	s := &scraper{h: h, url: sc.URL(t), client: client}
+	s := &scraper{h: h, url: sc.URL(t), client: client, ctx: ctx}
 	if tblErr != nil {
 		s.engErr = tblErr
 	} else {
@@ -85,28 +91,75 @@ func (s *scraper) scrape() (scheduler.Metrics, error) {
 	// Read before the request: what is dispatched from now on may or may not
 	// be in the page, and counting it twice is the safe side.
 	m.InflightAtScrape = s.h.Inflight()
-	resp, err := s.client.Do(s.req)
+	page, status, readErr, err := s.fetch()
 	if err != nil {
 		return m, err
 	}
-	s.buf, err = readPage(resp.Body, s.buf[:0])
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return m, fmt.Errorf("GET %s: expected HTTP 200, found %s", s.url, resp.Status)
+	if status != "" {
+		return m, fmt.Errorf("GET %s: expected HTTP 200, found %s", s.url, status)
 	}
-	if err != nil {
-		return m, fmt.Errorf("GET %s: reading the page: %w", s.url, err)
+	if readErr != nil {
+		return m, fmt.Errorf("GET %s: reading the page: %w", s.url, readErr)
 	}
 	m.UpdatedAt = time.Now()
-	if err := s.parser.parse(s.buf, s.eng, &s.acc); err != nil {
+	if err := s.parser.parse(page, s.eng, &s.acc); err != nil {
 		return m, fmt.Errorf("GET %s: %w", s.url, err)
 	}
 	if !s.acc.foundCore() {
 		return m, fmt.Errorf("GET %s: expected %s metrics (%s), found none of them in %d bytes; is the engine label right?",
-			s.url, s.eng.name, strings.Join(s.acc.missing(), ", "), len(s.buf))
+			s.url, s.eng.name, strings.Join(s.acc.missing(), ", "), len(page))
 	}
 	s.acc.fill(&m)
 	return m, nil
+}
+
+// fetch GETs the page into s.buf and returns it with the response's status
+// ("" for 200) and the error reading the body; or no status and why the
+// request failed.
+func (s *scraper) fetch() (page []byte, status string, readErr, err error) {
+	if s.raw != nil {
+		var r rawResp
+		s.buf, r, err = s.raw.get(s.ctx, s.buf)
+		switch {
+		case err == nil && r.code == http.StatusOK:
+			return r.body, "", nil, nil
+		case err == nil:
+			return nil, r.status, nil, nil
+		case errors.Is(err, errPageTooLarge):
+			return nil, "", err, nil
+		case err != errUseNetHTTP:
+			return nil, "", nil, &url.Error{Op: "Get", URL: s.url, Err: err}
+		}
+		// A redirect: net/http from now on.
+		s.raw.close()
+		s.raw = nil
+	}
+	resp, err := s.client.Do(s.req)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	s.buf, readErr = readPage(resp.Body, s.buf[:0])
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, resp.Status, nil, nil
+	}
+	return s.buf, "", readErr, nil
+}
+
+// useRaw switches s to the plain-http fast path (rawGet) when its URL allows
+// it; the client must be one NewHTTPClient made with the same timeout.
+func (s *scraper) useRaw(timeout time.Duration) {
+	if s.reqErr == nil {
+		s.raw = newRawGet(s.ctx, s.req.URL, s.req.Header.Get("Accept"), timeout)
+	}
+}
+
+// close releases the fast path's connection (net/http's idle connections
+// belong to the client).
+func (s *scraper) close() {
+	if s.raw != nil {
+		s.raw.close()
+	}
 }
 
 // missingChanged reports the core families the last page lacked when that

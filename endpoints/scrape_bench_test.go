@@ -72,12 +72,18 @@ func cannedServer(tb testing.TB, page []byte) (addr string, stop func()) {
 	return ln.Addr().String(), func() { ln.Close(); <-done }
 }
 
-func benchScrape(b *testing.B, addr string) {
+// benchScrape runs a scraper of addr as the pool makes it (raw: the
+// plain-http fast path) or on net/http alone.
+func benchScrape(b *testing.B, addr string, raw bool) {
 	ap := netip.MustParseAddrPort(addr)
 	t := Target{Endpoint: scheduler.Endpoint{Name: addr, Addr: ap.Addr(), Port: ap.Port()}}
 	client := NewHTTPClient(time.Second, false)
 	defer client.CloseIdleConnections()
 	s := newScraper(context.Background(), scheduler.NewHandle(t.Endpoint), t, ScrapeConfig{}, builtinTable, nil, client)
+	if raw {
+		s.useRaw(time.Second)
+		defer s.close()
+	}
 	if _, err := s.scrape(); err != nil { // warm the connection
 		b.Fatal(err)
 	}
@@ -99,10 +105,13 @@ func benchScrape(b *testing.B, addr string) {
 // BenchmarkScrape is one full scrape (HTTP GET over loopback keep-alive +
 // parse) of the vLLM v1 page against a canned-response server: the process
 // CPU per scrape is the scraper's cost (plus a read/write for the server).
+// client=raw is what the pool runs (rawGet), client=net-http the same
+// scrape through net/http's Transport.
 func BenchmarkScrape(b *testing.B) {
 	addr, stop := cannedServer(b, readTestdata(b, "vllm-v1-metrics.txt"))
 	defer stop()
-	benchScrape(b, addr)
+	b.Run("client=raw", func(b *testing.B) { benchScrape(b, addr, true) })
+	b.Run("client=net-http", func(b *testing.B) { benchScrape(b, addr, false) })
 }
 
 // BenchmarkScrapeNetHTTPServer is the same against a net/http server in the
@@ -114,7 +123,7 @@ func BenchmarkScrapeNetHTTPServer(b *testing.B) {
 		w.Write(page)
 	}))
 	defer srv.Close()
-	benchScrape(b, srv.Listener.Addr().String())
+	benchScrape(b, srv.Listener.Addr().String(), true)
 }
 
 // BenchmarkPool64x20Hz runs a Pool of 64 endpoints (canned servers on
