@@ -11,6 +11,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -184,7 +186,9 @@ func envoyRequest(ctx context.Context, c extprocv3.ExternalProcessorClient, hdr 
 // behind conn and reports requests/s, latency percentiles, and CPU per
 // request: the server's own (serverCPU, nil when the server shares this
 // process) and this process's.
-func runEnvoy(b *testing.B, conn *grpc.ClientConn, serverCPU func() time.Duration, bodies [][]byte) {
+// With serverMallocs it also reports the server's heap allocations per
+// request (all of the server process, gRPC's transport included).
+func runEnvoy(b *testing.B, conn *grpc.ClientConn, serverCPU func() time.Duration, serverMallocs func() uint64, bodies [][]byte) {
 	c := extprocv3.NewExternalProcessorClient(conn)
 	streams := 16
 	if v, err := strconv.Atoi(os.Getenv("EXTPROC_BENCH_STREAMS")); err == nil && v > 0 {
@@ -205,6 +209,10 @@ func runEnvoy(b *testing.B, conn *grpc.ClientConn, serverCPU func() time.Duratio
 	lat := make([][]time.Duration, streams)
 	var wg sync.WaitGroup
 	var failed atomic.Pointer[error]
+	var mallocs0 uint64
+	if serverMallocs != nil {
+		mallocs0 = serverMallocs() // before the CPU readings: it stops the child's world
+	}
 	b.ResetTimer()
 	cpu0 := cpuTime()
 	var srv0 time.Duration
@@ -238,6 +246,9 @@ func runEnvoy(b *testing.B, conn *grpc.ClientConn, serverCPU func() time.Duratio
 		srvCPU = serverCPU() - srv0
 	}
 	b.StopTimer()
+	if serverMallocs != nil {
+		b.ReportMetric(float64(serverMallocs()-mallocs0)/float64(b.N), "server-allocs/req")
+	}
 	if err := failed.Load(); err != nil {
 		b.Fatal(*err)
 	}
@@ -277,6 +288,8 @@ var benchCases = []struct {
 	{8, 2 << 10, "2KB"},
 	{64, 2 << 10, "2KB"},
 	{8, 220 << 10, "220KB"},
+	{256, 2 << 10, "2KB"},
+	{1024, 2 << 10, "2KB"},
 }
 
 // BenchmarkExtProc runs each case's server in a child process (this test
@@ -288,26 +301,57 @@ func BenchmarkExtProc(b *testing.B) {
 	for _, tc := range benchCases {
 		bodies := benchBodies(64, tc.size)
 		name := fmt.Sprintf("endpoints=%d/body=%s", tc.endpoints, tc.label)
-		for _, picker := range []string{"default", "none"} {
+		pickers := []string{"default", "none"}
+		for _, v := range strings.Split(os.Getenv(benchVariantsEnv), ",") {
+			if v != "" {
+				pickers = append(pickers, "default/opts="+v)
+			}
+		}
+		for _, picker := range pickers {
 			b.Run(name+"/picker="+picker, func(b *testing.B) {
-				conn, cpu := benchChild(b, picker, tc.endpoints)
-				runEnvoy(b, conn, cpu, bodies)
+				conn, cpu, mallocs := benchChild(b, picker, tc.endpoints)
+				runEnvoy(b, conn, cpu, mallocs, bodies)
 			})
 		}
 	}
 }
 
+// benchVariantsEnv adds server variants to BenchmarkExtProc, run beside the
+// default and the floor in the same process (the only fair comparison on a
+// shared machine): a comma-separated list of option sets, each a
+// "+"-separated list of benchServerOptions names, e.g.
+// FASTEPP_EXTPROC_BENCH_VARIANTS=workers64,static+workers64.
+const benchVariantsEnv = "FASTEPP_EXTPROC_BENCH_VARIANTS"
+
 // benchChildEnv selects TestExtProcBenchChild's server: "default:N" (the
-// ext_proc server, default plan, N endpoints) or "none" (the floor).
+// ext_proc server, default plan, N endpoints, as cmd/epp serves it),
+// "default:N:OPTIONS" (a benchVariantsEnv variant) or "none" (the floor).
 const benchChildEnv = "FASTEPP_EXTPROC_BENCH_CHILD"
 
+// benchChildProfileEnv, when set to a path prefix, makes each bench child
+// write a CPU profile of its whole life (warm-up included) to
+// PREFIX.MODE (PREFIX.none, PREFIX.default-8, ...):
+//
+//	FASTEPP_EXTPROC_BENCH_CPUPROFILE=/tmp/xp go test -run '^$' -bench ExtProc ./extproc/
+//	go tool pprof -top extproc.test /tmp/xp.default-8
+const benchChildProfileEnv = "FASTEPP_EXTPROC_BENCH_CPUPROFILE"
+
+// benchChildMemProfileEnv is the same for an allocation profile (every
+// allocation sampled: slow; for attributing allocs/req, not for timing):
+//
+//	go tool pprof -sample_index=alloc_objects -top extproc.test /tmp/xp.default-8
+const benchChildMemProfileEnv = "FASTEPP_EXTPROC_BENCH_MEMPROFILE"
+
 // benchChild starts this test binary as a server process and returns a
-// connection to it and a reader of its CPU time (user + system, all
-// threads). The child ends when the benchmark does.
-func benchChild(b *testing.B, picker string, endpoints int) (*grpc.ClientConn, func() time.Duration) {
+// connection to it, a reader of its CPU time (user + system, all threads)
+// and one of its heap allocation count (runtime.MemStats.Mallocs, asked
+// over stdin). The child ends when the benchmark does.
+func benchChild(b *testing.B, picker string, endpoints int) (*grpc.ClientConn, func() time.Duration, func() uint64) {
 	b.Helper()
 	mode := picker
-	if picker == "default" {
+	if p, opts, ok := strings.Cut(picker, "/opts="); ok && p == "default" {
+		mode = "default:" + strconv.Itoa(endpoints) + ":" + opts
+	} else if picker == "default" {
 		mode = "default:" + strconv.Itoa(endpoints)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestExtProcBenchChild$", "-test.count=1")
@@ -335,7 +379,8 @@ func benchChild(b *testing.B, picker string, endpoints int) (*grpc.ClientConn, f
 			<-done
 		}
 	})
-	addr, err := bufio.NewReader(stdout).ReadString('\n')
+	out := bufio.NewReader(stdout)
+	addr, err := out.ReadString('\n')
 	if err != nil {
 		b.Fatalf("bench child (%s): no address: %v", mode, err)
 	}
@@ -346,13 +391,25 @@ func benchChild(b *testing.B, picker string, endpoints int) (*grpc.ClientConn, f
 	}
 	b.Cleanup(func() { conn.Close() })
 	pid := cmd.Process.Pid
-	return conn, func() time.Duration {
+	cpu := func() time.Duration {
 		d, err := procCPU(pid)
 		if err != nil {
 			b.Fatalf("bench child CPU: %v", err)
 		}
 		return d
 	}
+	mallocs := func() uint64 {
+		if _, err := io.WriteString(stdin, "mallocs\n"); err != nil {
+			b.Fatalf("bench child: %v", err)
+		}
+		line, err := out.ReadString('\n')
+		n, perr := strconv.ParseUint(strings.TrimSpace(line), 10, 64)
+		if err != nil || perr != nil {
+			b.Fatalf("bench child mallocs: %q, %v", line, err)
+		}
+		return n
+	}
+	return conn, cpu, mallocs
 }
 
 // procCPU reads a process's user + system time from /proc/PID/stat (fields
@@ -382,7 +439,8 @@ func procCPU(pid int) (time.Duration, error) {
 // TestExtProcBenchChild is BenchmarkExtProc's server process: it runs only
 // when benchChildEnv is set (the benchmark re-executes the test binary with
 // it, as os/exec's own tests do with helper processes) and returns at once
-// otherwise. It prints its address and serves until stdin closes.
+// otherwise. It prints its address and serves until stdin closes; each line
+// "mallocs" on stdin is answered with runtime.MemStats.Mallocs.
 func TestExtProcBenchChild(t *testing.T) {
 	mode := os.Getenv(benchChildEnv)
 	if mode == "" {
@@ -394,9 +452,10 @@ func TestExtProcBenchChild(t *testing.T) {
 		g = grpc.NewServer() // stock grpc-go: the floor
 		extprocv3.RegisterExternalProcessorServer(g, newFloorServer())
 	case strings.HasPrefix(mode, "default:"):
-		n, err := strconv.Atoi(strings.TrimPrefix(mode, "default:"))
+		ns, opts, _ := strings.Cut(strings.TrimPrefix(mode, "default:"), ":")
+		n, err := strconv.Atoi(ns)
 		if err != nil || n <= 0 {
-			t.Fatalf("%s=%q: expected default:N with N > 0", benchChildEnv, mode)
+			t.Fatalf("%s=%q: expected default:N[:OPTIONS] with N > 0", benchChildEnv, mode)
 		}
 		p := newPool(t, nil, n)
 		// As deployed: metrics registered, logger at info level.
@@ -404,8 +463,12 @@ func TestExtProcBenchChild(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		g = grpc.NewServer(GRPCServerOptions(0)...)
-		srv.Register(g)
+		g = grpc.NewServer(append(GRPCServerOptions(0), benchServerOptions(t, opts)...)...)
+		if strings.Contains("+"+opts+"+", "+stock+") {
+			extprocv3.RegisterExternalProcessorServer(g, srv) // the generated handler: a new message per Recv
+		} else {
+			srv.Register(g)
+		}
 	default:
 		t.Fatalf("%s=%q: expected none or default:N", benchChildEnv, mode)
 	}
@@ -413,9 +476,42 @@ func TestExtProcBenchChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if path := os.Getenv(benchChildProfileEnv); path != "" {
+		f, err := os.Create(path + "." + strings.ReplaceAll(mode, ":", "-"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
+	if path := os.Getenv(benchChildMemProfileEnv); path != "" {
+		runtime.MemProfileRate = 1
+		defer func() {
+			f, err := os.Create(path + "." + strings.ReplaceAll(mode, ":", "-"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+				t.Fatal(err)
+			}
+		}()
+	}
 	go g.Serve(lis)
 	fmt.Println(lis.Addr().String())
-	_, _ = io.Copy(io.Discard, os.Stdin) // until the benchmark closes it
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() { // until the benchmark closes stdin
+		if in.Text() == "mallocs" {
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			fmt.Println(ms.Mallocs)
+		}
+	}
 	g.Stop()
 }
 
@@ -480,4 +576,40 @@ func BenchmarkStreamNoGRPC(b *testing.B) {
 			})
 		}
 	}
+}
+
+// benchServerOptions are the server options a variant adds after
+// GRPCServerOptions (later options win): names joined by "+".
+func benchServerOptions(t *testing.T, names string) []grpc.ServerOption {
+	var o []grpc.ServerOption
+	for _, f := range strings.Split(names, "+") {
+		switch f {
+		case "", "defaults": // "defaults": GRPCServerOptions alone, as picker=default (a control for order effects)
+		case "stock":
+			// The server before the wire codec: stock proto codec and the
+			// generated handler (see TestExtProcBenchChild).
+			o = append(o, grpc.ForceServerCodecV2(stockCodec))
+		case "static":
+			o = append(o, grpc.StaticStreamWindowSize(1<<20), grpc.StaticConnWindowSize(16<<20))
+		case "static64":
+			o = append(o, grpc.StaticStreamWindowSize(64<<10), grpc.StaticConnWindowSize(64<<10))
+		case "buf64":
+			o = append(o, grpc.WriteBufferSize(64<<10), grpc.ReadBufferSize(64<<10))
+		case "wbuf256":
+			o = append(o, grpc.WriteBufferSize(256<<10))
+		case "buf16":
+			o = append(o, grpc.WriteBufferSize(16<<10), grpc.ReadBufferSize(16<<10))
+		case "workers64":
+			o = append(o, grpc.NumStreamWorkers(64))
+		case "workers256":
+			o = append(o, grpc.NumStreamWorkers(256))
+		case "noworkers":
+			o = append(o, grpc.NumStreamWorkers(0))
+		case "mcs":
+			o = append(o, grpc.MaxConcurrentStreams(64))
+		default:
+			t.Fatalf("%s: unknown server option %q", benchVariantsEnv, f)
+		}
+	}
+	return o
 }

@@ -14,7 +14,11 @@
 // (an idle timeout for streams not yet answered, a bound on the request body
 // bytes all streams buffer; idle.go) and the request-path Prometheus metrics
 // with the GIE names, whose model labels are limited to the models the picker
-// knows (models.go).
+// knows (models.go). On the wire (wire.go, wire_encode.go) it has its own
+// gRPC codec and stream handler: requests decode into the stream's pooled
+// message tree and replies are hand-encoded into pooled buffers, without
+// protobuf reflection or allocation; anything else goes to protobuf, so the
+// bytes are protobuf's either way.
 //
 // It does not own the pool (package endpoints), the scoring (scheduler,
 // scorers), flags or serving (cmd/epp): cmd/epp builds a Server with New and

@@ -63,7 +63,11 @@ func serve(tb testing.TB, srv extprocv3.ExternalProcessorServer) *grpc.ClientCon
 		tb.Fatal(err)
 	}
 	g := grpc.NewServer(GRPCServerOptions(0)...)
-	extprocv3.RegisterExternalProcessorServer(g, srv)
+	if s, ok := srv.(*Server); ok {
+		s.Register(g) // the fast path, as cmd/epp serves it
+	} else {
+		extprocv3.RegisterExternalProcessorServer(g, srv)
+	}
 	go g.Serve(lis)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))

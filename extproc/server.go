@@ -178,8 +178,11 @@ func New(sched *scheduler.Scheduler, opts Options) (*Server, error) {
 }
 
 // Register adds the service to a grpc.Server (see GRPCServerOptions).
+// It registers the generated service's name and method with a handler of
+// its own that decodes each message into the stream's pooled message tree;
+// with GRPCServerOptions' codec that decoding allocates nothing.
 func (s *Server) Register(g *grpc.Server) {
-	extprocv3.RegisterExternalProcessorServer(g, s)
+	g.RegisterService(&serviceDesc, s)
 }
 
 // internModel returns b as a string, shared across requests for the same
@@ -264,6 +267,11 @@ type stream struct {
 	clBuf    []byte
 	rep      replies
 
+	// The gRPC stream and decode target when served through Register
+	// (wire.go); unused when Process is called directly.
+	fps fastStream
+	in  wireReq
+
 	// Request-phase idle timing (idle.go). The handler holds mu while it
 	// works on a request-phase message and releases it while it waits in
 	// Recv; the idle timer's callback takes it to check and end the stream.
@@ -281,6 +289,7 @@ type stream struct {
 
 func (st *stream) reset() {
 	st.ps = nil
+	st.in.reset()
 	st.first, st.observe = true, false
 	st.buffered, st.partial, st.pickAtHdrs, st.respDuplex = false, false, false, false
 	st.passThrough, st.truncated, st.post = false, false, false
@@ -301,12 +310,23 @@ func (st *stream) reset() {
 }
 
 // Process serves one ext_proc stream (one HTTP request and its response).
-func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) (err error) {
-	s.open.Add(1)
-	defer s.open.Add(-1)
+// A grpc.Server set up with Register and GRPCServerOptions calls serve
+// directly, with the stream's pooled decode target (wire.go).
+func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) error {
+	return s.serve(s.getStream(), ps)
+}
+
+// getStream takes a stream from the pool, reset.
+func (s *Server) getStream() *stream {
 	st := s.streams.Get().(*stream)
 	st.srv = s
 	st.reset()
+	return st
+}
+
+func (s *Server) serve(st *stream, ps extprocv3.ExternalProcessor_ProcessServer) (err error) {
+	s.open.Add(1)
+	defer s.open.Add(-1)
 	st.ps = ps
 	st.startIdle()
 	defer func() {
@@ -328,10 +348,13 @@ func (s *Server) Process(ps extprocv3.ExternalProcessor_ProcessServer) (err erro
 			if st.phase < phResponse {
 				_ = st.immediate(500, "internal error")
 			}
+			st.in.release()
 			err = nil
 			return
 		}
 		st.ps = nil
+		st.fps = fastStream{}
+		st.in.release()
 		if cap(st.buf) > maxPooledBuf {
 			st.buf = nil
 		}
