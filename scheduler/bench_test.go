@@ -122,9 +122,11 @@ func benchSetup(tb testing.TB, plan *scheduler.Plan, n int) (*scheduler.Schedule
 // 2 KB prompts from 32 shared-prefix groups (90% shared), varied metrics.
 //
 //   - default, queue-kv: the prompts repeat, so the prefix index only looks up.
+//
 //   - default-unique: every prompt gets a unique tail (a counter written where
 //     the shared prefix ends), so the chosen endpoint's index inserts the last
 //     four blocks on every pick and rotates generations as it fills.
+//
 //   - default-churn: as default-unique, and a snapshot (same endpoints and
 //     metrics, as after a scrape; eight built beforehand, published in turn)
 //     is published every 200 picks, inside the timed loop: what a new
@@ -133,6 +135,10 @@ func benchSetup(tb testing.TB, plan *scheduler.Plan, n int) (*scheduler.Schedule
 //     its few allocations per publish round to 0 allocs/op, while
 //     TestFirstPickAfterPublishAllocs keeps the picks themselves at 0).
 //
+//   - default-plain: the default plan with the fast path turned off (the plain
+//     O(N) loop, what every pick cost before it; see scheduler/fastpath.go).
+//     From 16 live endpoints on, the default plan takes the fast path.
+//
 // These case names are relied on by other tooling; add cases, do not rename.
 func BenchmarkPick(b *testing.B) {
 	cases := []struct {
@@ -140,18 +146,26 @@ func BenchmarkPick(b *testing.B) {
 		n       int
 		plan    func(testing.TB) *scheduler.Plan
 		unique  bool
-		churn   int // publish a new snapshot every churn picks (0: never)
+		churn   int  // publish a new snapshot every churn picks (0: never)
+		plain   bool // fast path off
 	}{
-		{"default", 16, defaultPlan, false, 0},
-		{"default", 128, defaultPlan, false, 0},
-		{"default", 1024, defaultPlan, false, 0},
-		{"queue-kv", 16, queueKVPlan, false, 0},
-		{"default-unique", 16, defaultPlan, true, 0},
-		{"default-churn", 16, defaultPlan, true, 200},
+		{"default", 16, defaultPlan, false, 0, false},
+		{"default", 128, defaultPlan, false, 0, false},
+		{"default", 1024, defaultPlan, false, 0, false},
+		{"queue-kv", 16, queueKVPlan, false, 0, false},
+		{"default-unique", 16, defaultPlan, true, 0, false},
+		{"default-churn", 16, defaultPlan, true, 200, false},
+		{"default-unique", 1024, defaultPlan, true, 0, false},
+		{"default-churn", 1024, defaultPlan, true, 200, false},
+		{"default-plain", 1024, defaultPlan, false, 0, true},
 	}
 	for _, tc := range cases {
 		b.Run(fmt.Sprintf("profile=%s/endpoints=%d", tc.profile, tc.n), func(b *testing.B) {
 			s, c, ps := benchSetup(b, tc.plan(b), tc.n)
+			if tc.plain {
+				scheduler.SetFastMin(s, 0)
+				s.Publish(s.Snapshot())
+			}
 			churn := newChurner(s.Snapshot())
 			var snaps []*scheduler.Snapshot
 			for range 8 {

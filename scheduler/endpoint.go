@@ -61,6 +61,9 @@ type Handle struct {
 	inflight       atomic.Int64
 	inflightTokens atomic.Int64
 	dispatched     atomic.Uint64
+	// watch is the fast path's load index leaf for this endpoint (nil when
+	// none): Acquire and Release mark it dirty (scheduler/fastpath.go).
+	watch atomic.Pointer[loadWatch]
 }
 
 var handleIDs atomic.Uint32
@@ -90,12 +93,18 @@ func (h *Handle) Acquire(tokens int64) {
 	h.inflight.Add(1)
 	h.inflightTokens.Add(tokens)
 	h.dispatched.Add(1)
+	if w := h.watch.Load(); w != nil {
+		w.ix.markDirty(w.rank)
+	}
 }
 
 // Release records the end of a request started with Acquire(tokens).
 func (h *Handle) Release(tokens int64) {
 	h.inflight.Add(-1)
 	h.inflightTokens.Add(-tokens)
+	if w := h.watch.Load(); w != nil {
+		w.ix.markDirty(w.rank)
+	}
 }
 
 func (h *Handle) String() string { return h.Name + "(" + h.hostPort + ")" }

@@ -239,7 +239,8 @@ type Plan struct {
 	// Plugins are all instantiated plugins, in config order.
 	Plugins []Plugin
 
-	slots     int // stateful plugins (len of Cycle.states, of published.prepared)
+	fast      *fastPlan // nil: the fast path does not apply (fastpath.go)
+	slots     int       // stateful plugins (len of Cycle.states, of published.prepared)
 	staters   []slotted[CycleStater]
 	preparers []slotted[SnapshotPreparer]
 }
@@ -309,5 +310,6 @@ func NewPlan(handler ProfileHandler, profiles []*Profile, sat SaturationDetector
 	for _, pl := range plugins {
 		slot(pl)
 	}
+	p.fast = newFastPlan(p)
 	return p, nil
 }

@@ -30,12 +30,17 @@ type Scheduler struct {
 	pubMu sync.Mutex        // serialises Publish (PrepareSnapshot calls never overlap)
 	onPub []func(*Snapshot) // OnPublish callbacks (pubMu)
 	seed  atomic.Uint64
+	// fastMin is the live pool size from which the fast path is used
+	// (fastMinLive; fastMinLoad for plans without a sparse scorer); tests
+	// lower both; 0 turns the fast path off. Set before the first Publish.
+	fastMin, fastMinLoad int
 }
 
 // published is a snapshot with what the plan's SnapshotPreparers made of it.
 type published struct {
 	snap     *Snapshot
-	prepared []any // by plugin slot; nil where the plugin prepares nothing
+	prepared []any      // by plugin slot; nil where the plugin prepares nothing
+	load     *loadIndex // the fast path's index; nil: plain loop only
 }
 
 // New returns a scheduler running plan (no endpoints until Publish). The plan
@@ -43,7 +48,7 @@ type published struct {
 // follows this scheduler's snapshots. A nil plan makes a scheduler that only
 // holds snapshots (Pick fails with ErrNoPlan).
 func New(plan *Plan) *Scheduler {
-	s := &Scheduler{plan: plan}
+	s := &Scheduler{plan: plan, fastMin: fastMinLive, fastMinLoad: fastMinLoadOnly}
 	s.seed.Store(uint64(time.Now().UnixNano()))
 	return s
 }
@@ -72,10 +77,30 @@ func (s *Scheduler) Publish(snap *Snapshot) {
 			pub.prepared[sp.slot] = sp.p.PrepareSnapshot(snap, old)
 		}
 	}
+	var prevLoad *loadIndex
+	if prev != nil {
+		prevLoad = prev.load
+	}
+	if s.fastFor(len(snap.Live)) {
+		pub.load = newLoadIndex(s, snap, prevLoad)
+	} else if prevLoad != nil {
+		prevLoad.detach()
+	}
 	for _, f := range s.onPub {
 		f(snap)
 	}
 	s.cur.Store(pub)
+}
+
+// fastFor reports whether a snapshot of live endpoints gets a fast-path index.
+func (s *Scheduler) fastFor(live int) bool {
+	if s.plan == nil || s.plan.fast == nil || s.fastMin <= 0 {
+		return false
+	}
+	if s.plan.fast.sparse == nil {
+		return live >= s.fastMinLoad
+	}
+	return live >= s.fastMin
 }
 
 // OnPublish makes f run in every later Publish, on the publisher's
@@ -157,6 +182,7 @@ type Cycle struct {
 	picked   []int32
 	mark     []uint32
 	epoch    uint32
+	fast     fastScratch
 	states   []any
 	plan     *Plan
 	res      Result
@@ -197,14 +223,7 @@ func (c *Cycle) Prepared(slot int) any {
 
 // Waiting is endpoint i's queue: scraped waiting requests plus what this
 // picker dispatched there since the scrape (net of what finished).
-func (c *Cycle) Waiting(i int32) float64 {
-	e := &c.Snap.Endpoints[i]
-	v := float64(e.M.Waiting) + float64(e.H.inflight.Load()-e.M.InflightAtScrape)
-	if v < 0 {
-		return 0
-	}
-	return v
-}
+func (c *Cycle) Waiting(i int32) float64 { return waiting(&c.Snap.Endpoints[i]) }
 
 // Running is endpoint i's running requests plus the in-flight delta since the scrape.
 func (c *Cycle) Running(i int32) float64 {
@@ -226,6 +245,10 @@ func grow[T any](s []T, n int) []T {
 // Pick chooses endpoints for req with cycle c. Pickers may overwrite the
 // scores slice they are given. On success the primary's
 // in-flight counters are charged; call Result.Release when the request ends.
+//
+// Plans and requests the fast path can reproduce exactly are decided without
+// visiting every endpoint (fastpath.go); the rest, and any request the fast
+// path declines, take the plain loop over every candidate.
 func (s *Scheduler) Pick(c *Cycle, req *Request) (*Result, error) {
 	pub := s.cur.Load()
 	plan := s.plan
@@ -251,14 +274,46 @@ func (s *Scheduler) Pick(c *Cycle, req *Request) (*Result, error) {
 	c.Snap, c.Req, c.prepared, c.now = snap, req, pub.prepared, time.Time{}
 	defer func() { c.Snap, c.Req, c.prepared = nil, nil, nil }()
 
+	if pub.load != nil && !req.HasSubset && !req.Explain {
+		if req.Priority < 0 && plan.Saturation != nil && plan.Saturation.Saturation(snap, c.Now()) >= 1 {
+			return nil, ErrShed
+		}
+		pi := plan.Handler.Select(c, plan.Profiles)
+		if chosen, ok := s.fastPick(c, plan.fast, pub.load); ok {
+			return s.finish(c, req, plan.Profiles[pi], chosen), nil
+		}
+		return s.plainPick(c, req, plan, snap, pi)
+	}
+	return s.plainPick(c, req, plan, snap, -1)
+}
+
+// finish records a fast-path decision as Pick records a plain one.
+func (s *Scheduler) finish(c *Cycle, req *Request, prof *Profile, chosen int32) *Result {
+	c.res.Endpoints = append(c.res.Endpoints, c.Snap.Endpoints[chosen].H)
+	c.res.Profile = prof.Name
+	c.res.Tokens = req.EstimatedTokens()
+	for _, o := range prof.observers {
+		o.Picked(c, chosen)
+	}
+	c.res.Endpoints[0].Acquire(c.res.Tokens)
+	return &c.res
+}
+
+// plainPick is the O(N) pick: every candidate through every filter and
+// scorer, then the picker. pi is the profile already selected (and the
+// saturation check already done), or -1.
+func (s *Scheduler) plainPick(c *Cycle, req *Request, plan *Plan, snap *Snapshot, pi int) (*Result, error) {
 	cands := c.candidates(snap, req)
 	if len(cands) == 0 {
 		return nil, ErrNoEndpoints
 	}
-	if req.Priority < 0 && plan.Saturation != nil && plan.Saturation.Saturation(snap, c.Now()) >= 1 {
-		return nil, ErrShed
+	if pi < 0 {
+		if req.Priority < 0 && plan.Saturation != nil && plan.Saturation.Saturation(snap, c.Now()) >= 1 {
+			return nil, ErrShed
+		}
+		pi = plan.Handler.Select(c, plan.Profiles)
 	}
-	prof := plan.Profiles[plan.Handler.Select(c, plan.Profiles)]
+	prof := plan.Profiles[pi]
 	for _, f := range prof.Filters {
 		cands = f.Filter(c, cands)
 		if len(cands) == 0 {

@@ -3,7 +3,7 @@ package scorers
 import "github.com/fastepp/fastepp/scheduler"
 
 // Interface guard: what the registry checks at start-up, checked at compile time.
-var _ scheduler.Scorer = (*kvScorer)(nil)
+var _ scheduler.LoadScorer = (*kvScorer)(nil)
 
 // KVCacheScorerType scores 1 − KV-cache usage (precomputed per snapshot).
 const KVCacheScorerType = "kv-cache-utilization-scorer"
@@ -27,3 +27,7 @@ func (s *kvScorer) Score(c *scheduler.Cycle, cands []int32, out []float64) {
 		out[i] = eps[e].KVScore
 	}
 }
+
+// LoadKind implements scheduler.LoadScorer: Score is exactly
+// scheduler.LoadKV, so the scheduler's fast path computes it itself.
+func (s *kvScorer) LoadKind() scheduler.LoadKind { return scheduler.LoadKV }

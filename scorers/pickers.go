@@ -8,7 +8,7 @@ import (
 )
 
 // Interface guard: what the registry checks at start-up, checked at compile time.
-var _ scheduler.Picker = (*picker)(nil)
+var _ scheduler.MaxScorePicker = (*picker)(nil)
 
 // Picker types. Each takes maxNumOfEndpoints (default 1): the number of
 // endpoints returned, primary first, the rest as the gateway's fallbacks.
@@ -64,6 +64,10 @@ func registerPickers(r *scheduler.Registry) {
 func NewMaxScorePicker(n int) scheduler.Picker {
 	return &picker{newBase(MaxScorePickerType, ""), maxScore, max(n, 1)}
 }
+
+// MaxScoreSingle implements scheduler.MaxScorePicker: a max-score-picker
+// returning one endpoint (the scheduler's fast path reproduces it).
+func (p *picker) MaxScoreSingle() bool { return p.kind == maxScore && p.n == 1 }
 
 func (p *picker) Pick(c *scheduler.Cycle, cands []int32, scores []float64, out []int32) []int32 {
 	n := min(p.n, len(cands))

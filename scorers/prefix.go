@@ -3,6 +3,7 @@ package scorers
 import (
 	"fmt"
 	"hash/maphash"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -16,6 +17,7 @@ var (
 	_ scheduler.CycleStater      = (*PrefixScorer)(nil)
 	_ scheduler.SnapshotPreparer = (*PrefixScorer)(nil)
 	_ scheduler.StatsReporter    = (*PrefixScorer)(nil)
+	_ scheduler.SparseScorer     = (*PrefixScorer)(nil)
 )
 
 // PrefixScorerType scores how much of the prompt's leading blocks an endpoint
@@ -30,10 +32,15 @@ var (
 // like GIE's chained block hash. The values differ from GIE's and between
 // processes (the index is private to this process): the key is what keeps a
 // client from crafting prompts whose hashes pile into one run of index slots
-// (with an unkeyed hash, 25,000 crafted prompts made picks 80× slower), and
-// maphash is also 2.4× faster than xxhash64 on 64-byte blocks (4 vs 9.5 ns,
-// measured on this project's 2-vCPU VM). At most maxPrefixBlocksToMatch blocks
-// are considered (maxPrefixTokensToMatch / blockSizeTokens when
+// (with an unkeyed hash, 25,000 crafted prompts made picks 80× slower).
+// maphash is also the fastest keyed block hash measured (BenchmarkBlockHash,
+// 2 KB prompt in 64-byte blocks, min of 400 interleaved rounds on this
+// project's shared 2-vCPU VM: maphash 124 ns, a hand-inlined keyed
+// multiply-fold over the 8 words of a block with bits.Mul64 126 ns, xxhash64
+// 265 ns; maphash uses the CPU's AES instructions). Hashing a 2 KB prompt
+// whole (hashPrompt) took 230 ns, of which ~40 ns went to the serial chain's
+// two multiplies per block; chain now takes one (191 ns). At most
+// maxPrefixBlocksToMatch blocks are considered (maxPrefixTokensToMatch / blockSizeTokens when
 // maxPrefixTokensToMatch is set, GIE's token bound). The deprecated blockSize
 // is ignored, as GIE v1.5.0 ignores it (a note says so). Each endpoint
 // remembers the blocks of the prompts sent to it, bounded by
@@ -125,12 +132,18 @@ type PrefixScorer struct {
 	// Prompt blocks of picked requests / of those, blocks the chosen
 	// endpoint already had: the index hit ratio.
 	lookups, hits atomic.Uint64
+
+	// rev maps a prompt's first block to the endpoints that may hold it
+	// (ScoreHits, the scheduler's fast path).
+	rev prefixRev
 }
 
 // prefixView aligns tables with one snapshot's endpoint indices; every
 // endpoint of the snapshot has a table. Made by PrepareSnapshot, read-only.
 type prefixView struct {
 	tables []*prefixTable
+	ids    []uint32         // Handle IDs by snapshot index
+	byID   map[uint32]int32 // snapshot index by Handle ID
 }
 
 // inPrev flags a match count whose blocks were partly found only in the
@@ -143,6 +156,11 @@ type prefixState struct {
 	hashes  []uint64
 	matched []int32 // per snapshot index, valid for this cycle's candidates
 	view    *prefixView
+	// sparse: ScoreHits (not match) scored this cycle; matched is then valid
+	// for the endpoints in hitIdx only, every other endpoint matched 0.
+	sparse bool
+	hitIdx []int32
+	ids    []uint32 // reverse index lookup scratch
 }
 
 func registerPrefix(r *scheduler.Registry) {
@@ -246,6 +264,7 @@ func NewPrefixScorer(name string, cfg PrefixConfig) (*PrefixScorer, error) {
 		key:    maphash.MakeSeed(),
 		tables: map[uint32]*prefixTable{},
 	}
+	p.rev.holds = p.holds
 	p.setConfig(cfg)
 	return p, nil
 }
@@ -265,13 +284,36 @@ func (p *PrefixScorer) Notes() []string { return p.notes }
 // with each endpoint of snap (creating tables for new endpoints, applying
 // autoTune capacities from the latest metrics) and forgets endpoints that
 // left the pool.
-func (p *PrefixScorer) PrepareSnapshot(snap *scheduler.Snapshot, _ any) any {
+func (p *PrefixScorer) PrepareSnapshot(snap *scheduler.Snapshot, prev any) any {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.stamp++
-	v := &prefixView{tables: make([]*prefixTable, len(snap.Endpoints))}
+	v := &prefixView{
+		tables: make([]*prefixTable, len(snap.Endpoints)),
+		ids:    make([]uint32, len(snap.Endpoints)),
+	}
+	same := false // the same endpoints at the same indices as prev
+	if pv, _ := prev.(*prefixView); pv != nil && len(pv.ids) == len(snap.Endpoints) {
+		same = true
+		for i := range snap.Endpoints {
+			if pv.ids[i] != snap.Endpoints[i].H.ID() {
+				same = false
+				break
+			}
+		}
+		if same {
+			v.byID = pv.byID // read-only once built: share it
+		}
+	}
+	if !same {
+		v.byID = make(map[uint32]int32, len(snap.Endpoints))
+	}
 	for i := range snap.Endpoints {
 		e := &snap.Endpoints[i]
+		v.ids[i] = e.H.ID()
+		if !same {
+			v.byID[e.H.ID()] = int32(i)
+		}
 		t := p.tables[e.H.ID()]
 		if t == nil {
 			t = newPrefixTable(p.capacityFor(&e.M))
@@ -326,7 +368,7 @@ func (p *PrefixScorer) Score(c *scheduler.Cycle, cands []int32, out []float64) {
 // by Score and the prefix-cache-affinity-filter; no allocation in steady
 // state.
 func (p *PrefixScorer) match(st *prefixState, v *prefixView, r *scheduler.Request, cands []int32) int {
-	st.view = v
+	st.view, st.sparse = v, false
 	if v == nil {
 		st.hashes = st.hashes[:0]
 		return 0
@@ -344,23 +386,85 @@ func (p *PrefixScorer) match(st *prefixState, v *prefixView, r *scheduler.Reques
 		return 0
 	}
 	for _, e := range cands {
-		t := v.tables[e]
-		m, flags := 0, int32(0)
-		// One load of each generation per endpoint, not per block.
-		cur, prev := t.cur.Load(), t.prev.Load()
-		for m < nb {
-			h := st.hashes[m]
-			if !cur.contains(h) {
-				if prev == nil || !prev.contains(h) {
-					break
-				}
-				flags = inPrev
-			}
-			m++
-		}
-		st.matched[e] = int32(m) | flags
+		st.matched[e] = matchTable(v.tables[e], st.hashes)
 	}
 	return nb
+}
+
+// matchTable counts the leading hashes t holds, flagged inPrev when some
+// were found only in the previous generation.
+func matchTable(t *prefixTable, hashes []uint64) int32 {
+	m, flags := 0, int32(0)
+	// One load of each generation per endpoint, not per block.
+	cur, prev := t.cur.Load(), t.prev.Load()
+	for m < len(hashes) {
+		h := hashes[m]
+		if !cur.contains(h) {
+			if prev == nil || !prev.contains(h) {
+				break
+			}
+			flags = inPrev
+		}
+		m++
+	}
+	return int32(m) | flags
+}
+
+// ScoreHits implements scheduler.SparseScorer: the endpoints whose score is
+// above 0 are those holding the prompt's first block, which the reverse index
+// lists (a superset, each verified on its table, so the scores are Score's
+// exactly). It declines (false) when more than an eighth of the pool (at
+// least 8 endpoints) may hold the first block: probing them one by one would
+// cost about what the plain loop does. Cost: the prompt hash plus one probe
+// run per listed endpoint.
+func (p *PrefixScorer) ScoreHits(c *scheduler.Cycle, hits []scheduler.Hit) ([]scheduler.Hit, bool) {
+	st := c.State(p.slot).(*prefixState)
+	v, _ := c.Prepared(p.slot).(*prefixView)
+	st.view, st.sparse = v, true
+	st.hitIdx = st.hitIdx[:0]
+	if v == nil {
+		st.hashes = st.hashes[:0]
+		return hits, true
+	}
+	st.hashes = p.hashPrompt(st, c.Req)
+	nb := len(st.hashes)
+	if nb == 0 {
+		return hits, true
+	}
+	if cap(st.matched) < len(v.tables) {
+		st.matched = make([]int32, len(v.tables))
+	}
+	st.matched = st.matched[:len(v.tables)]
+	ids, ok := p.rev.lookup(st.hashes[0], st.ids[:0], max(8, len(v.tables)/8))
+	st.ids = ids[:0]
+	if !ok {
+		st.sparse = false
+		return hits, false
+	}
+	denom := float64(max(nb, p.cfg.FullScoreMatchBlocks))
+	for _, id := range ids {
+		e, ok := v.byID[id]
+		if !ok {
+			continue
+		}
+		m := matchTable(v.tables[e], st.hashes)
+		if m&^inPrev == 0 {
+			continue
+		}
+		st.matched[e] = m
+		st.hitIdx = append(st.hitIdx, e)
+		hits = append(hits, scheduler.Hit{Index: e, Score: float64(m&^inPrev) / denom})
+	}
+	return hits, true
+}
+
+// holds reports whether the endpoint with Handle ID id holds h now (the
+// reverse index's rebuilds).
+func (p *PrefixScorer) holds(id uint32, h uint64) bool {
+	p.mu.Lock()
+	t := p.tables[id]
+	p.mu.Unlock()
+	return t != nil && t.Contains(h)
 }
 
 // Picked records the prompt's blocks on the chosen endpoint.
@@ -374,14 +478,24 @@ func (p *PrefixScorer) record(st *prefixState, chosen int32) {
 	if len(st.hashes) == 0 || st.view == nil {
 		return
 	}
-	m := st.matched[chosen] &^ inPrev
+	mv := st.matched[chosen]
+	if st.sparse && !slices.Contains(st.hitIdx, chosen) {
+		mv = 0
+	}
+	m := mv &^ inPrev
 	p.lookups.Add(uint64(len(st.hashes)))
 	p.hits.Add(uint64(m))
 	t := st.view.tables[chosen]
-	if st.matched[chosen]&inPrev != 0 {
+	if mv&inPrev != 0 {
 		t.Insert(st.hashes) // touch the blocks found in the old generation
 	} else if int(m) < len(st.hashes) {
 		t.Insert(st.hashes[m:]) // the matched prefix is already current
+	}
+	if m == 0 || mv&inPrev != 0 {
+		// The first block is new or touched here: keep the reverse index's
+		// invariant (a table holding h(0) is listed under it). When it was
+		// already current, it was listed when it was inserted.
+		p.rev.add(st.hashes[0], st.view.ids[chosen])
 	}
 }
 
@@ -440,12 +554,14 @@ func (p *PrefixScorer) hashPrompt(st *prefixState, r *scheduler.Request) []uint6
 }
 
 // chain mixes the previous prefix hash with the next block's hash. It is a
-// bijection in either argument when the other is fixed (so no two different
-// blocks after the same prefix collide), and order matters.
+// bijection in either argument when the other is fixed (XOR, then a multiply
+// by an odd constant), so no two different blocks after the same prefix
+// collide, and order matters. One multiply: this is the serial part of
+// hashing a prompt (the block hashes are independent), and two multiplies
+// cost ~40 ns more per 2 KB prompt. The block hashes are keyed and uniform,
+// so the low bits (the index slot) are as random as theirs.
 func chain(prev, block uint64) uint64 {
-	x := prev*0x9E3779B97F4A7C15 ^ block
-	x *= 0xD6E8FEB86659FD93
-	return x ^ x>>32
+	return (prev ^ block) * 0x9E3779B97F4A7C15
 }
 
 // nonZero sets the top bit: 0 marks an empty index slot, and table slots are
@@ -480,9 +596,12 @@ func (s PrefixStats) HitRatio() float64 {
 
 // IndexStats reports the index size and lookup counters.
 func (p *PrefixScorer) IndexStats() PrefixStats {
+	// The reverse index first, outside p.mu: its rebuilds take p.mu inside
+	// its own lock (prefixRev.holds), so the order is rev.mu, then p.mu.
+	_, revBytes := p.rev.size()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := PrefixStats{Endpoints: len(p.tables), LookupBlocks: p.lookups.Load(), MatchedBlocks: p.hits.Load()}
+	s := PrefixStats{Endpoints: len(p.tables), LookupBlocks: p.lookups.Load(), MatchedBlocks: p.hits.Load(), Bytes: revBytes}
 	for _, t := range p.tables {
 		s.StoredBlocks += t.stored.Load()
 		s.Bytes += t.bytes.Load()
@@ -497,6 +616,6 @@ func (p *PrefixScorer) AppendStats(dst []scheduler.Stat) []scheduler.Stat {
 	return append(dst,
 		scheduler.Stat{Name: "inference_extension_prefix_indexer_size", Help: "Blocks stored in the prefix index.", Value: float64(s.StoredBlocks)},
 		scheduler.Stat{Name: "inference_extension_prefix_indexer_hit_ratio", Help: "Share of picked requests' prompt blocks the chosen endpoint already had.", Value: s.HitRatio()},
-		scheduler.Stat{Name: "fastepp_prefix_indexer_bytes", Help: "Memory held by the prefix index.", Value: float64(s.Bytes)},
+		scheduler.Stat{Name: "fastepp_prefix_indexer_bytes", Help: "Memory held by the prefix index (tables and reverse index).", Value: float64(s.Bytes)},
 	)
 }

@@ -121,6 +121,16 @@ func (t *prefixTable) Insert(hashes []uint64) {
 	defer t.mu.Unlock()
 	for _, h := range hashes {
 		cur := t.cur.Load()
+		if cur.n < t.capacity && 2*(cur.n+1) <= len(cur.slots) {
+			// Room without rotating or growing: one probe run, which
+			// finds h if present (the common case of the slow path below).
+			if cur.add(h) {
+				if p := t.prev.Load(); p == nil || !p.contains(h) {
+					t.stored.Add(1)
+				}
+			}
+			continue
+		}
 		if cur.contains(h) {
 			continue
 		}

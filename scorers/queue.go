@@ -3,7 +3,7 @@ package scorers
 import "github.com/fastepp/fastepp/scheduler"
 
 // Interface guard: what the registry checks at start-up, checked at compile time.
-var _ scheduler.Scorer = (*queueScorer)(nil)
+var _ scheduler.LoadScorer = (*queueScorer)(nil)
 
 // QueueScorerType scores by waiting requests: (maxQ − q)/(maxQ − minQ) over
 // the candidates, 1 for all when they are equal. q includes the requests this
@@ -29,3 +29,7 @@ func (s *queueScorer) Score(c *scheduler.Cycle, cands []int32, out []float64) {
 	}
 	minMaxInvert(out)
 }
+
+// LoadKind implements scheduler.LoadScorer: Score is exactly
+// scheduler.LoadQueue, so the scheduler's fast path computes it itself.
+func (s *queueScorer) LoadKind() scheduler.LoadKind { return scheduler.LoadQueue }

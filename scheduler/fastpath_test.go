@@ -1,0 +1,417 @@
+package scheduler_test
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fastepp/fastepp/scheduler"
+	"github.com/fastepp/fastepp/scorers"
+)
+
+// fastPlans are plans the fast path takes: the default plan, queue+kv, and
+// the same scorers in other orders and weights (the totals must be summed in
+// profile order to be bitwise equal).
+func fastPlans(tb testing.TB) map[string]func(testing.TB) *scheduler.Plan {
+	custom := func(order []string, weights []float64, prefix scheduler.MapParams) func(testing.TB) *scheduler.Plan {
+		return func(tb testing.TB) *scheduler.Plan {
+			reg := scorers.NewRegistry()
+			mk := func(typ string, p scheduler.MapParams) scheduler.Plugin {
+				f, _ := reg.Lookup(typ)
+				pl, err := f.New("", p)
+				if err != nil {
+					tb.Fatal(err)
+				}
+				return pl
+			}
+			var ws []scheduler.WeightedScorer
+			for i, typ := range order {
+				var p scheduler.MapParams
+				if typ == scorers.PrefixScorerType {
+					p = prefix
+				}
+				ws = append(ws, scheduler.WeightedScorer{Scorer: mk(typ, p).(scheduler.Scorer), Weight: weights[i]})
+			}
+			plan, err := scheduler.NewPlan(mk(scorers.SingleProfileHandlerType, nil).(scheduler.ProfileHandler), []*scheduler.Profile{{
+				Name: "p", Scorers: ws, Picker: mk(scorers.MaxScorePickerType, nil).(scheduler.Picker),
+			}}, nil, nil)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return plan
+		}
+	}
+	return map[string]func(testing.TB) *scheduler.Plan{
+		"default":  defaultPlan,
+		"queue-kv": queueKVPlan,
+		"prefix-first": custom([]string{scorers.PrefixScorerType, scorers.KVCacheScorerType, scorers.QueueScorerType},
+			[]float64{1, 0.5, 3}, scheduler.MapParams{"blockSizeTokens": 4, "lruCapacityPerServer": 40, "autoTune": false}),
+		"prefix-only": custom([]string{scorers.PrefixScorerType}, []float64{1}, scheduler.MapParams{"blockSizeTokens": 2}),
+		"odd-weights": custom([]string{scorers.QueueScorerType, scorers.PrefixScorerType, scorers.KVCacheScorerType},
+			[]float64{0.1, 0.7, 0.3}, scheduler.MapParams{"blockSizeTokens": 4, "fullScoreMatchBlocks": 5}),
+	}
+}
+
+// TestFastPathCrossCheck is the fast path's property test: on random pools
+// (1..300 endpoints, some stale or unhealthy), random metrics drawn from
+// small sets (so totals tie), random in-flight counts (picks not yet
+// released, releases in random order, Acquire/Release outside Pick as the
+// ext_proc server does), random prompts sharing prefixes of random lengths,
+// and snapshots republished with new metrics and membership, the fast
+// path's best total and the totals of its prefix hits are bitwise the plain
+// loop's, and its tied-best set is exactly the plain loop's.
+func TestFastPathCrossCheck(t *testing.T) {
+	seeds := 12
+	if testing.Short() {
+		seeds = 4
+	}
+	for name, mkPlan := range fastPlans(t) {
+		for seed := range seeds {
+			t.Run(fmt.Sprintf("%s/seed=%d", name, seed), func(t *testing.T) {
+				crossCheck(t, mkPlan(t), uint64(seed))
+			})
+		}
+	}
+}
+
+func crossCheck(t *testing.T, plan *scheduler.Plan, seed uint64) {
+	r := rand.New(rand.NewPCG(seed, 99))
+	now := time.Now()
+	n := 1 + r.IntN(300)
+	if seed%3 == 0 {
+		n = 1 + r.IntN(12)
+	}
+	handles := make([]*scheduler.Handle, n+20)
+	for i := range handles {
+		handles[i] = scheduler.NewHandle(scheduler.Endpoint{
+			Name: fmt.Sprintf("e%d", i), Addr: netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), Port: 8000,
+		})
+	}
+	kvs := []float64{0, 0.25, 0.5, 0.5, 0.75, 1}
+	var last []scheduler.EndpointState
+	states := func() []scheduler.EndpointState {
+		if last != nil && r.IntN(3) == 0 {
+			// Same endpoints, same KV, new queues: what most scrapes give
+			// (the index and the prefix view reuse their previous layout).
+			for j := range last {
+				last[j].M.Waiting = r.IntN(4)
+				last[j].M.InflightAtScrape = last[j].H.Inflight()
+			}
+			return last
+		}
+		// A random subset of the handles, in random order, random metrics.
+		perm := r.Perm(len(handles))[:max(1, n-5+r.IntN(10))]
+		st := make([]scheduler.EndpointState, len(perm))
+		defer func() { last = st }()
+		for j, i := range perm {
+			h := handles[i]
+			m := scheduler.Metrics{Waiting: r.IntN(4), KVUsage: kvs[r.IntN(len(kvs))], UpdatedAt: now, InflightAtScrape: h.Inflight()}
+			if r.IntN(3) == 0 {
+				m.Waiting = r.IntN(40)
+				m.KVUsage = r.Float64()
+			}
+			if r.IntN(8) == 0 {
+				m.InflightAtScrape += int64(r.IntN(5)) // more finished than dispatched: clamped at 0
+			}
+			if r.IntN(10) == 0 {
+				m.UpdatedAt = now.Add(-time.Minute) // stale
+			}
+			st[j] = scheduler.EndpointState{H: h, M: m, Healthy: r.IntN(15) != 0}
+		}
+		return st
+	}
+	s := scheduler.New(plan)
+	scheduler.SetFastMin(s, 1)
+	s.Publish(scheduler.NewSnapshot(states(), now, 2*time.Second))
+	pc, fc, c := s.NewCycle(), s.NewCycle(), s.NewCycle()
+
+	// Prompts: a few shared stems, each continued randomly, random lengths
+	// (shorter than one block too).
+	stems := make([][]byte, 6)
+	for i := range stems {
+		stems[i] = randText(r, 16+r.IntN(200))
+	}
+	prompt := func() []byte {
+		p := slices.Clone(stems[r.IntN(len(stems))])
+		p = p[:r.IntN(len(p)+1)]
+		return append(p, randText(r, r.IntN(100))...)
+	}
+
+	type held struct {
+		res    *scheduler.Result
+		h      *scheduler.Handle
+		tokens int64
+	}
+	var open []held
+	checked, declined := 0, 0
+	for step := range 400 {
+		switch a := r.IntN(20); {
+		case a < 12: // compare, then pick for real
+			var req scheduler.Request
+			req.Model = "m"
+			req.SetPrompt(prompt())
+			win, best, hits, ok := scheduler.FastEval(s, fc, &req)
+			cands, totals := scheduler.PlainTotals(s, pc, &req)
+			if ok {
+				checked++
+				compareDecision(t, step, cands, totals, win, best, hits)
+			} else {
+				declined++
+			}
+			res, err := s.Pick(c, &req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res2 := *res
+			res2.Endpoints = slices.Clone(res.Endpoints)
+			open = append(open, held{res: &res2})
+		case a < 15 && len(open) > 0: // release one
+			k := r.IntN(len(open))
+			if open[k].res != nil {
+				open[k].res.Release()
+			} else {
+				open[k].h.Release(open[k].tokens)
+			}
+			open = slices.Delete(open, k, k+1)
+		case a < 17: // Acquire outside Pick (ext_proc re-accounting)
+			h := handles[r.IntN(len(handles))]
+			h.Acquire(3)
+			open = append(open, held{h: h, tokens: 3})
+		default: // a new snapshot
+			s.Publish(scheduler.NewSnapshot(states(), now, 2*time.Second))
+		}
+		if indexed, consistent := scheduler.FastIndexOK(s); indexed && !consistent {
+			t.Fatalf("step %d: the load index disagrees with Cycle.Waiting", step)
+		}
+	}
+	for _, o := range open {
+		if o.res != nil {
+			o.res.Release()
+		} else {
+			o.h.Release(o.tokens)
+		}
+	}
+	if indexed, consistent := scheduler.FastIndexOK(s); indexed && !consistent {
+		t.Fatal("after every release: the load index disagrees with Cycle.Waiting")
+	}
+	if checked == 0 {
+		t.Fatalf("the fast path never applied (%d declined)", declined)
+	}
+	t.Logf("%d endpoints: %d decisions compared, %d declined (too many prefix holders)", n, checked, declined)
+}
+
+func compareDecision(t *testing.T, step int, cands []int32, totals []float64, win []int32, best float64, hits map[int32]float64) {
+	t.Helper()
+	pbest := math.Inf(-1)
+	byIdx := map[int32]float64{}
+	for i, e := range cands {
+		pbest = max(pbest, totals[i])
+		byIdx[e] = totals[i]
+	}
+	var ptie []int32
+	for i, e := range cands {
+		if totals[i] == pbest {
+			ptie = append(ptie, e)
+		}
+	}
+	if math.Float64bits(best) != math.Float64bits(pbest) {
+		t.Fatalf("step %d: fast best %v (%x), plain %v (%x)", step, best, math.Float64bits(best), pbest, math.Float64bits(pbest))
+	}
+	for e, v := range hits {
+		pv, ok := byIdx[e]
+		if !ok {
+			t.Fatalf("step %d: hit %d is not a live candidate", step, e)
+		}
+		if math.Float64bits(v) != math.Float64bits(pv) {
+			t.Fatalf("step %d: hit %d total %v, plain %v", step, e, v, pv)
+		}
+	}
+	win = slices.Clone(win)
+	slices.Sort(win)
+	slices.Sort(ptie)
+	if !slices.Equal(win, ptie) {
+		t.Fatalf("step %d: fast tied set %v, plain %v (best %v)", step, win, ptie, pbest)
+	}
+}
+
+func randText(r *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte('a' + r.IntN(3)) // small alphabet: blocks repeat
+	}
+	return b
+}
+
+// TestFastPickAllocs: a fast-path pick allocates nothing (default plan over
+// 128 and 1024 endpoints, repeated and unique prompts, and the first pick
+// after a publish).
+func TestFastPickAllocs(t *testing.T) {
+	for _, n := range []int{128, 1024} {
+		s, c, ps := benchSetup(t, defaultPlan(t), n)
+		var req scheduler.Request
+		req.Model = "meta-llama/Llama-3.1-8B-Instruct"
+		req.SetPrompt(ps[0])
+		if _, _, _, ok := scheduler.FastEval(s, s.NewCycle(), &req); !ok {
+			t.Fatalf("%d endpoints: the fast path does not apply", n)
+		}
+		buf := make([]byte, len(ps[0]))
+		churn := newChurner(s.Snapshot())
+		snaps := []*scheduler.Snapshot{churn.next(), churn.next()}
+		i := 0
+		for _, mode := range []string{"repeat", "unique", "publish"} {
+			allocs := testing.AllocsPerRun(300, func() {
+				p := ps[i%len(ps)]
+				if mode != "repeat" {
+					p = uniqueTail(buf, p, uint64(i))
+				}
+				if mode == "publish" {
+					s.Publish(snaps[i%2])
+				}
+				i++
+				req.SetPrompt(p)
+				if mode == "publish" {
+					// The publish allocates (publisher's goroutine); count
+					// only the pick after it.
+					return
+				}
+				res, err := s.Pick(c, &req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				res.Release()
+			})
+			if mode == "publish" {
+				allocs = testing.AllocsPerRun(1, func() {
+					res, err := s.Pick(c, &req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					res.Release()
+				})
+			}
+			if allocs != 0 {
+				t.Errorf("%d endpoints, %s: %v allocs per fast pick, want 0", n, mode, allocs)
+			}
+		}
+	}
+}
+
+// TestFastPathConcurrent runs fast-path picks and releases on several
+// goroutines while snapshots are republished and handles are acquired and
+// released outside Pick (meaningful under -race); at the end every count is
+// back to zero and the index agrees with Cycle.Waiting.
+func TestFastPathConcurrent(t *testing.T) {
+	now := time.Now()
+	s := scheduler.New(defaultPlan(t))
+	scheduler.SetFastMin(s, 1)
+	states := pool(64, now)
+	s.Publish(scheduler.NewSnapshot(states, now, 0))
+	ps := prompts(8, 8)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			st := append([]scheduler.EndpointState(nil), states[:32+i%32]...)
+			s.Publish(scheduler.NewSnapshot(st, time.Now(), 0))
+			states[i%len(states)].H.Acquire(1)
+			states[i%len(states)].H.Release(1)
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	var pw sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		pw.Add(1)
+		go func() {
+			defer pw.Done()
+			c := s.NewCycle()
+			var req scheduler.Request
+			req.Model = "m"
+			var held []scheduler.Result
+			for i := 0; i < 2000; i++ {
+				req.SetPrompt(ps[(i+g)%len(ps)])
+				res, err := s.Pick(c, &req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				held = append(held, scheduler.Result{Endpoints: slices.Clone(res.Endpoints), Tokens: res.Tokens})
+				if len(held) > 5 {
+					held[0].Release()
+					held = held[1:]
+				}
+			}
+			for i := range held {
+				held[i].Release()
+			}
+		}()
+	}
+	pw.Wait()
+	close(stop)
+	wg.Wait()
+	for _, st := range states {
+		if n := st.H.Inflight(); n != 0 {
+			t.Errorf("%s: in-flight %d after every request was released", st.H, n)
+		}
+	}
+	s.Publish(scheduler.NewSnapshot(states, time.Now(), 0))
+	if indexed, consistent := scheduler.FastIndexOK(s); !indexed || !consistent {
+		t.Errorf("index present %v, consistent %v; want both", indexed, consistent)
+	}
+}
+
+// TestFastPathSharedHandles: a second scheduler over the same handles (or a
+// snapshot listing one handle twice) gets no index and picks the plain way;
+// the first keeps its index, consistent.
+func TestFastPathSharedHandles(t *testing.T) {
+	now := time.Now()
+	states := pool(64, now)
+	a, b := scheduler.New(defaultPlan(t)), scheduler.New(defaultPlan(t))
+	a.Publish(scheduler.NewSnapshot(states, now, 0))
+	b.Publish(scheduler.NewSnapshot(states, now, 0))
+	if ix, _ := scheduler.FastIndexOK(a); !ix {
+		t.Fatal("first scheduler: no fast-path index")
+	}
+	if ix, _ := scheduler.FastIndexOK(b); ix {
+		t.Fatal("second scheduler over the same handles: has an index, want the plain loop")
+	}
+	ca, cb := a.NewCycle(), b.NewCycle()
+	var req scheduler.Request
+	req.Model = "m"
+	for i, p := range prompts(4, 4) {
+		req.SetPrompt(p)
+		ra, err := a.Pick(ca, &req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rb, err := b.Pick(cb, &req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			ra.Release()
+			rb.Release()
+		}
+	}
+	if ix, ok := scheduler.FastIndexOK(a); !ix || !ok {
+		t.Fatalf("first scheduler after picks on both: index %v, consistent %v", ix, ok)
+	}
+	fresh := pool(40, now)
+	dup := append(fresh, fresh[0])
+	c := scheduler.New(defaultPlan(t))
+	c.Publish(scheduler.NewSnapshot(dup, now, 0))
+	if ix, _ := scheduler.FastIndexOK(c); ix {
+		t.Fatal("snapshot listing a handle twice: has an index, want the plain loop")
+	}
+}
