@@ -38,7 +38,7 @@ var everyParam = map[string][][2]string{
 		{"interval", "500ms"}, {"stalenessThreshold", "3s"}, {"hostLabel", "example.com/node"}},
 	"gpu-headroom-scorer": {{"activityWeight", "2"}, {"throttleWeight", "3"}, {"powerKnee", "0.8"}, {"junctionLimitCelsius", "100"},
 		{"memoryLimitCelsius", "90"}, {"temperatureMarginCelsius", "10"}, {"clockBusyActivity", "0.6"}, {"clockDeficitFull", "0.2"}, {"neutralScore", "1"}},
-	"capacity-queue-scorer": {{"capacities", "\"AMD Instinct MI300X=1,NVIDIA H100 80GB HBM3=0.6\""}, {"defaultCapacity", "0.8"}, {"scaleByGPUCount", "false"}},
+	"capacity-queue-scorer": {{"capacities", "\"AMD Instinct MI300X=1,NVIDIA H100 80GB HBM3=0.6\""}, {"defaultCapacity", "0.8"}, {"scaleByGPUCount", "false"}, {"includeRequest", "false"}},
 	"metrics-data-source":   {{"scheme", "https"}, {"path", "/stats/metrics"}, {"insecureSkipVerify", "true"}},
 	"core-metrics-extractor": {{"engineLabelKey", "example.com/engine"}, {"defaultEngine", "sglang"},
 		{"engineConfigs", `[{name: my-engine, queuedRequestsSpec: 'my_queue{kind="waiting"}', kvUsageSpec: my_kv}]`}},

@@ -18,31 +18,60 @@ var (
 
 // GPUHeadroomScorerType is fastepp's scorer (not a GIE type) of GPU headroom
 // from the endpoint's GPU telemetry (scheduler.EndpointState.GPU, filled by
-// the gpu-metrics-source data-layer plugin):
+// the gpu-metrics-source data-layer plugin): how much of its nominal speed
+// the GPU has lost to throttling, optionally blended with idle compute.
 //
 //	score = (wA·(1 − a) + wT·(1 − θ)) / (wA + wT), over the terms present
-//	a     = compute (gfx) activity 0..1
-//	θ     = max of the throttle signals present:
-//	        power   clamp((P/cap − powerKnee) / (1 − powerKnee))
+//	a     = compute (gfx) activity 0..1 (wA = activityWeight, default 0)
+//	θ     = max of the throttle signals present (wT = throttleWeight, default 1):
+//	        clock    a ≥ clockBusyActivity: clamp(loss / clockDeficitFull),
+//	                 loss = 1 − min(1, (sclk/maxSclk) / a)
+//	        power    only when the clock term cannot be formed (no sclk, no
+//	                 activity or no known maximum clock):
+//	                 clamp((P/cap − powerKnee) / (1 − powerKnee))
 //	        junction clamp((Tj − (junctionLimit − margin)) / margin)
-//	        memory  clamp((Tmem − (memoryLimit − margin)) / margin)
-//	        clock   a ≥ clockBusyActivity ? clamp((1 − sclk/maxSclk) / clockDeficitFull) : 0
+//	        memory   clamp((Tmem − (memoryLimit − margin)) / margin)
+//
+// The clock term is the capacity actually lost: an engine clock below its
+// maximum while the GPU is busy. loss is the smallest deficit the reading
+// proves: a GPU busy a of the window and idle (at any clock ≥ 0) the rest
+// averages at least its busy clock × a, so a deficit up to 1 − a may be
+// idling, not throttling. Below clockBusyActivity (default 0.9) clocks say
+// nothing (exporters average activity but sample the clock; a part-idle GPU
+// clocks down by design). Power at the cap is the cause of a power throttle
+// and the clock its effect: a GPU at its cap at full clock loses nothing, so
+// power stands in only where the clock cannot be read. Temperatures near the
+// product's limit are counted always (the part throttles, or is about to).
+//
+// Activity is left out by default (activityWeight 0): it is load, which the
+// queue and KV-cache scorers already count, and a vLLM server with any batch
+// reads near 100%, so it mostly penalises the fastest GPUs, which are busy
+// because they are given the most work.
 //
 // A term whose input is absent is left out (its weight too), not zeroed; the
-// power cap and maximum clock come from the telemetry, else the product's
-// data sheet (GPUProducts). Missing or stale telemetry, or no term at all,
+// power cap comes from the telemetry, else the product's data sheet
+// (GPUProducts), the maximum clock from the data sheet. Missing or stale telemetry, or no term at all,
 // scores neutralScore (default 0.5). VRAM is no input: vLLM preallocates
 // gpu_memory_utilization of HBM at start, so used VRAM is flat and says
 // nothing of load (the KV-cache scorer reads the real occupancy).
 const GPUHeadroomScorerType = "gpu-headroom-scorer"
 
 // CapacityQueueScorerType is fastepp's capacity-normalised queue scorer (not
-// a GIE type; GIE's queue-scorer keeps its meaning): the waiting queue
-// divided by the endpoint's capacity weight, min-max normalised and
-// inverted like queue-scorer, so a GPU twice as fast is charged half per
-// queued request. The weight is the product's (GPUProducts, or the
-// capacities parameter) times the endpoint's GPU count (scaleByGPUCount,
-// default true: a tensor-parallel server's HBM bandwidth adds up).
+// a GIE type; GIE's queue-scorer keeps its meaning): the expected delay of
+// the request on each endpoint, the shortest-expected-delay rule for servers
+// of different speeds,
+//
+//	d = (q + r) / w, r = 1 if includeRequest (default) else 0
+//
+// min-max normalised and inverted like queue-scorer. q is the waiting queue
+// (scraped plus dispatched since the scrape, as queue-scorer reads it), w the
+// endpoint's capacity weight: the product's (GPUProducts, or the capacities
+// parameter) times its GPU count (scaleByGPUCount, default true: a
+// tensor-parallel server's HBM bandwidth adds up). A GPU twice as fast is
+// charged half per queued request, and r counts the request being placed:
+// its own service takes 1/w too, so between equal queues (all empty, the
+// common case below saturation) the faster server wins instead of a tie.
+// With includeRequest false the score is q/w (equal queues tie).
 const CapacityQueueScorerType = "capacity-queue-scorer"
 
 // GPUProduct is what the scorers know of a GPU product from its data sheet.
@@ -83,10 +112,10 @@ type gpuHeadroomParams struct {
 
 func defaultGPUHeadroomParams() gpuHeadroomParams {
 	return gpuHeadroomParams{
-		activityWeight: 1, throttleWeight: 1,
+		activityWeight: 0, throttleWeight: 1,
 		powerKnee:     0.9,
 		junctionLimit: 105, memoryLimit: 95, margin: 15,
-		clockBusyActivity: 0.5, clockDeficitFull: 0.3,
+		clockBusyActivity: 0.9, clockDeficitFull: 0.3,
 		neutral: 0.5,
 	}
 }
@@ -108,7 +137,7 @@ func registerGPUHeadroom(r *scheduler.Registry) {
 		Kind:   scheduler.KindScorer,
 		Proto:  (*gpuHeadroomScorer)(nil),
 		Params: names,
-		Doc:    "fastepp: prefers GPUs with compute headroom that are not throttling (power at cap, junction/memory temperature near the limit, clocks below max under load); needs gpu-metrics-source",
+		Doc:    "fastepp: prefers GPUs that are not throttling (clocks below max while busy, else power at cap; junction/memory temperature near the limit), optionally with idle compute (activityWeight); needs gpu-metrics-source",
 		New: func(name string, ps scheduler.Params) (scheduler.Plugin, error) {
 			p := defaultGPUHeadroomParams()
 			for _, f := range []struct {
@@ -188,7 +217,19 @@ func (p *gpuHeadroomParams) headroom(g *scheduler.GPUState) float64 {
 	term := func(v float64) {
 		theta, hasT = max(theta, clampUnit(v)), true
 	}
-	if g.Has&scheduler.GPUPower != 0 {
+	maxSclk := 0.0
+	if known {
+		maxSclk = prod.MaxSclkHz
+	}
+	if g.Has&scheduler.GPUSclk != 0 && hasA && maxSclk > 0 {
+		if a >= p.clockBusyActivity && a > 0 {
+			// The busy clock is at least the average ÷ a (idle time at
+			// clock 0); only the deficit beyond that is throttling.
+			term((1 - min(1, g.SclkHz/maxSclk/a)) / p.clockDeficitFull)
+		} else {
+			term(0) // a part-idle GPU clocks down by design: no throttling shown
+		}
+	} else if g.Has&scheduler.GPUPower != 0 {
 		capW := 0.0
 		if g.Has&scheduler.GPUPowerCap != 0 && g.PowerCapWatts > 0 {
 			capW = g.PowerCapWatts
@@ -204,13 +245,6 @@ func (p *gpuHeadroomParams) headroom(g *scheduler.GPUState) float64 {
 	}
 	if g.Has&scheduler.GPUMemoryTemp != 0 {
 		term((g.MemoryCelsius - (p.memoryLimit - p.margin)) / p.margin)
-	}
-	if g.Has&scheduler.GPUSclk != 0 && hasA && known && prod.MaxSclkHz > 0 {
-		if a >= p.clockBusyActivity {
-			term((1 - g.SclkHz/prod.MaxSclkHz) / p.clockDeficitFull)
-		} else {
-			term(0) // an idle GPU clocks down: no throttling
-		}
 	}
 	if hasT && p.throttleWeight > 0 {
 		num += p.throttleWeight * (1 - theta)
@@ -237,7 +271,8 @@ type capacityQueueScorer struct {
 	base
 	weights map[string]float64 // product → capacity weight per GPU
 	def     float64
-	byCount bool // multiply by the endpoint's GPU count
+	byCount bool    // multiply by the endpoint's GPU count
+	self    float64 // r: 1 when the request being placed counts, else 0
 	slot    int
 }
 
@@ -253,8 +288,8 @@ func registerCapacityQueue(r *scheduler.Registry) {
 	r.MustRegister(CapacityQueueScorerType, scheduler.Factory{
 		Kind:   scheduler.KindScorer,
 		Proto:  (*capacityQueueScorer)(nil),
-		Params: []string{"capacities", "defaultCapacity", "scaleByGPUCount"},
-		Doc:    "fastepp: prefers endpoints with fewer waiting requests per unit of GPU capacity (queue ÷ capacity weight of the GPU product, min-max normalised); needs gpu-metrics-source",
+		Params: []string{"capacities", "defaultCapacity", "scaleByGPUCount", "includeRequest"},
+		Doc:    "fastepp: prefers the endpoint with the shortest expected delay, (waiting + 1) ÷ capacity weight of its GPU product (min-max normalised); needs gpu-metrics-source",
 		New: func(name string, ps scheduler.Params) (scheduler.Plugin, error) {
 			s := &capacityQueueScorer{base: newBase(CapacityQueueScorerType, name), weights: map[string]float64{}}
 			for k, v := range GPUProducts {
@@ -269,6 +304,13 @@ func registerCapacityQueue(r *scheduler.Registry) {
 			}
 			if s.byCount, err = ps.Bool("scaleByGPUCount", true); err != nil {
 				return nil, err
+			}
+			self, err := ps.Bool("includeRequest", true)
+			if err != nil {
+				return nil, err
+			}
+			if self {
+				s.self = 1
 			}
 			list, err := ps.String("capacities", "")
 			if err != nil {
@@ -335,7 +377,7 @@ func (s *capacityQueueScorer) PrepareSnapshot(snap *scheduler.Snapshot, prev any
 	return out
 }
 
-// Score is queue-scorer's min-max inversion over waiting ÷ capacity.
+// Score is queue-scorer's min-max inversion over (waiting + r) ÷ capacity.
 func (s *capacityQueueScorer) Score(c *scheduler.Cycle, cands []int32, out []float64) {
 	pr, _ := c.Prepared(s.slot).(*capacityPrepared)
 	for i, e := range cands {
@@ -343,7 +385,7 @@ func (s *capacityQueueScorer) Score(c *scheduler.Cycle, cands []int32, out []flo
 		if pr != nil && int(e) < len(pr.inv) {
 			inv = pr.inv[e]
 		}
-		out[i] = c.Waiting(e) * inv
+		out[i] = (c.Waiting(e) + s.self) * inv
 	}
 	minMaxInvert(out)
 }

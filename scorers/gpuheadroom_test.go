@@ -22,10 +22,12 @@ func withAct(a float64) func(*scheduler.GPUState) {
 }
 
 // TestGPUHeadroomFormula pins the formula of GPUHeadroomScorerType with
-// the default parameters (weights 1/1, powerKnee 0.9, junction 105 °C,
-// memory 95 °C, margin 15 °C, clock busy 0.5, deficit 0.3, neutral 0.5).
+// the default parameters (activity weight 0, throttle weight 1, powerKnee
+// 0.9, junction 105 °C, memory 95 °C, margin 15 °C, clock busy 0.9, deficit
+// 0.3, neutral 0.5).
 func TestGPUHeadroomFormula(t *testing.T) {
 	const mi300 = "AMD Instinct MI300X"
+	const max300 = 2100e6
 	p := defaultGPUHeadroomParams()
 	all := func(a, pw, capW, tj, tm, sclk float64) func(*scheduler.GPUState) {
 		return func(g *scheduler.GPUState) {
@@ -37,6 +39,12 @@ func TestGPUHeadroomFormula(t *testing.T) {
 			}
 		}
 	}
+	noClock := func(a, pw, capW float64) func(*scheduler.GPUState) {
+		return func(g *scheduler.GPUState) {
+			all(a, pw, capW, 40, 40, 0)(g)
+			g.Has &^= scheduler.GPUSclk
+		}
+	}
 	for _, tc := range []struct {
 		name string
 		g    scheduler.GPUState
@@ -44,19 +52,23 @@ func TestGPUHeadroomFormula(t *testing.T) {
 	}{
 		{"absent telemetry is neutral", scheduler.GPUState{}, 0.5},
 		{"present but no field is neutral", gpu(mi300, func(*scheduler.GPUState) {}), 0.5},
-		{"idle, cool: full headroom", gpu(mi300, all(0, 140, 0, 40, 40, 735e6)), 1},
-		{"activity only: 1 − a (throttle left out)", gpu("unknown", withAct(0.25)), 0.75},
-		{"busy, no throttle: (0 + 1)/2", gpu(mi300, all(1, 600, 0, 80, 70, 2100e6)), 0.5},
-		{"power at cap from data sheet (no cap in telemetry)", gpu(mi300, all(0.5, 750, 0, 40, 40, 2100e6)), 0.25},
-		{"power cap from telemetry wins", gpu(mi300, all(0.5, 750, 1000, 40, 40, 2100e6)), 0.75},
-		{"power half way through the knee", gpu(mi300, all(0.5, 712.5, 0, 40, 40, 2100e6)), 0.5},
-		{"junction at limit", gpu(mi300, all(0.5, 300, 0, 105, 40, 2100e6)), 0.25},
-		{"junction 5 °C into the margin", gpu(mi300, all(0, 300, 0, 95, 40, 2100e6)), (1 + (1 - 5.0/15)) / 2},
-		{"memory temperature over limit", gpu(mi300, all(0, 300, 0, 40, 99, 2100e6)), 0.5},
-		{"busy with clocks 15% below max", gpu(mi300, all(0.6, 300, 0, 40, 40, 0.85*2100e6)), (0.4 + 0.5) / 2},
-		{"idle clocks down: no throttle", gpu(mi300, all(0.2, 300, 0, 40, 40, 0.35*2100e6)), (0.8 + 1) / 2},
-		{"unknown product: no cap, no max clock, temps count", gpu("X", all(0.6, 900, 0, 40, 40, 1e9)), (0.4 + 1) / 2},
-		{"worst throttle signal counts, not the sum", gpu(mi300, all(0, 750, 0, 105, 95, 2100e6)), 0.5},
+		{"activity alone is no term by default", gpu(mi300, withAct(0.25)), 0.5},
+		{"idle, cool: full headroom", gpu(mi300, all(0, 140, 0, 40, 40, 0.35*max300)), 1},
+		{"busy at full clock and at the power cap: no loss", gpu(mi300, all(1, 750, 0, 80, 70, max300)), 1},
+		{"busy, clocks 15% below max: loss 0.15 of 0.3", gpu(mi300, all(1, 750, 0, 80, 70, 0.85*max300)), 0.5},
+		{"95% busy at 95% clock: the deficit may be idle time", gpu(mi300, all(0.95, 700, 0, 80, 70, 0.95*max300)), 1},
+		{"95% busy at 76% clock: busy clock ≤ 0.8", gpu(mi300, all(0.95, 700, 0, 80, 70, 0.76*max300)), 1 - 0.2/0.3},
+		{"the simulator's DVFS (clock 0.35 + 0.65a) is no throttle", gpu(mi300, all(0.9, 690, 0, 80, 0, (0.35+0.65*0.9)*max300)), 1},
+		{"part idle: low clock says nothing", gpu(mi300, all(0.6, 500, 0, 60, 50, 0.35*max300)), 1},
+		{"no clock: power at the data sheet's cap stands in", gpu(mi300, noClock(0.5, 750, 0)), 0},
+		{"no clock: power half way through the knee", gpu(mi300, noClock(0.5, 712.5, 0)), 0.5},
+		{"no clock: power cap from telemetry wins", gpu(mi300, noClock(0.5, 750, 1000)), 1},
+		{"unknown product: no max clock, no cap: temperatures count", gpu("X", all(0.95, 900, 0, 40, 40, 1e9)), 1},
+		{"unknown product: power against the telemetry's cap", gpu("X", all(0.95, 950, 1000, 40, 40, 1e9)), 0.5},
+		{"junction at limit", gpu(mi300, all(0.5, 300, 0, 105, 40, max300)), 0},
+		{"junction 5 °C into the margin", gpu(mi300, all(0, 300, 0, 95, 40, max300)), 1 - 5.0/15},
+		{"memory temperature over limit", gpu(mi300, all(0, 300, 0, 40, 99, max300)), 0},
+		{"worst throttle signal counts, not the sum", gpu(mi300, all(1, 750, 0, 95, 40, 0.85*max300)), 0.5},
 	} {
 		if got := p.headroom(&tc.g); math.Abs(got-tc.want) > 1e-9 {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
@@ -68,9 +80,21 @@ func TestGPUHeadroomFormula(t *testing.T) {
 		t.Errorf("neutralScore 1: %v", got)
 	}
 	q = p
+	q.activityWeight = 1
+	if got := q.headroom(ptr(gpu(mi300, all(0.5, 300, 0, 40, 40, 0.5*max300)))); got != 0.75 {
+		t.Errorf("activityWeight 1: %v, want (1 − a + 1 − θ)/2 = 0.75", got)
+	}
+	if got := q.headroom(ptr(gpu("unknown", withAct(0.25)))); got != 0.75 {
+		t.Errorf("activityWeight 1, activity only: %v, want 1 − a = 0.75", got)
+	}
 	q.throttleWeight = 0
-	if got := q.headroom(ptr(gpu(mi300, all(0.5, 750, 0, 105, 95, 2100e6)))); got != 0.5 {
+	if got := q.headroom(ptr(gpu(mi300, all(0.5, 750, 0, 105, 95, max300)))); got != 0.5 {
 		t.Errorf("throttleWeight 0: %v, want 1 − a = 0.5", got)
+	}
+	q = p
+	q.clockBusyActivity = 0
+	if got := q.headroom(ptr(gpu(mi300, all(0, 140, 0, 40, 40, 0.35*max300)))); got != 1 {
+		t.Errorf("clockBusyActivity 0, idle: %v, want 1 (no division by a = 0)", got)
 	}
 }
 
@@ -94,9 +118,9 @@ func TestGPUHeadroomParams(t *testing.T) {
 	}
 }
 
-// TestCapacityQueueScorer: the queue is divided by the capacity weight of
-// the endpoint's GPU product (built in, or the capacities parameter), then
-// min-max inverted; an endpoint whose telemetry is momentarily absent keeps
+// TestCapacityQueueScorer: the queue plus the request being placed
+// (includeRequest) is divided by the capacity weight of the endpoint's GPU
+// product (built in, or the capacities parameter), then min-max inverted; an endpoint whose telemetry is momentarily absent keeps
 // its last known weight; an unknown one gets defaultCapacity.
 func TestCapacityQueueScorer(t *testing.T) {
 	now := time.Now()
@@ -108,13 +132,18 @@ func TestCapacityQueueScorer(t *testing.T) {
 		want     []float64
 	}{
 		{"equal GPUs: plain queue-scorer", nil, []string{"AMD Instinct MI300X", "AMD Instinct MI300X"}, []int{2, 4}, []float64{1, 0}},
-		{"MI300X with 6 waiting beats H100 with 4 (6/1 < 4/0.632)", nil,
+		{"MI300X with 6 waiting beats H100 with 4 ((6+1)/1 < (4+1)/0.632)", nil,
 			[]string{"AMD Instinct MI300X", "NVIDIA H100 80GB HBM3"}, []int{6, 4}, []float64{1, 0}},
-		{"three GPUs", scheduler.MapParams{"capacities": "A=2, B=1,C=0.5"}, []string{"A", "B", "C"}, []int{4, 2, 1}, []float64{1, 1, 1}},
-		{"min-max over q/w", scheduler.MapParams{"capacities": "A=2,B=1"}, []string{"A", "B", ""}, []int{8, 1, 3}, []float64{0, 1, (4 - 3.0) / 3}},
-		{"defaultCapacity for the unknown", scheduler.MapParams{"capacities": "A=2", "defaultCapacity": 0.5}, []string{"A", "?"}, []int{4, 1}, []float64{1, 1}},
+		{"three GPUs, q/w", scheduler.MapParams{"capacities": "A=2, B=1,C=0.5", "includeRequest": false}, []string{"A", "B", "C"}, []int{4, 2, 1}, []float64{1, 1, 1}},
+		{"min-max over q/w", scheduler.MapParams{"capacities": "A=2,B=1", "includeRequest": false}, []string{"A", "B", ""}, []int{8, 1, 3}, []float64{0, 1, (4 - 3.0) / 3}},
+		{"defaultCapacity for the unknown", scheduler.MapParams{"capacities": "A=2", "defaultCapacity": 0.5, "includeRequest": false}, []string{"A", "?"}, []int{4, 1}, []float64{1, 1}},
 		{"tensor parallel 2 doubles the weight", scheduler.MapParams{"capacities": "A=1,T2=1"}, []string{"A", "T2"}, []int{2, 3}, []float64{0, 1}},
 		{"scaleByGPUCount false", scheduler.MapParams{"capacities": "A=1,T2=1", "scaleByGPUCount": false}, []string{"A", "T2"}, []int{2, 3}, []float64{1, 0}},
+		{"empty queues: the faster GPU wins (1/w)", scheduler.MapParams{"capacities": "T2=1"}, []string{"AMD Instinct MI300X", "AMD Instinct MI355X", "T2"}, []int{0, 0, 0},
+			[]float64{0, (1 - 1/(8.0/5.3)) / (1 - 0.5), 1}},
+		{"includeRequest false: empty queues tie", scheduler.MapParams{"includeRequest": false}, []string{"AMD Instinct MI300X", "AMD Instinct MI355X"}, []int{0, 0}, []float64{1, 1}},
+		{"shortest expected delay: (2+1)/2 beats (1+1)/1", scheduler.MapParams{"capacities": "A=2,B=1"}, []string{"A", "B"}, []int{2, 1}, []float64{1, 0}},
+		{"(3+1)/2 ties (1+1)/1", scheduler.MapParams{"capacities": "A=2,B=1"}, []string{"A", "B"}, []int{3, 1}, []float64{1, 1}},
 	} {
 		ms := make([]scheduler.Metrics, len(tc.waiting))
 		for i, w := range tc.waiting {
@@ -138,6 +167,30 @@ func TestCapacityQueueScorer(t *testing.T) {
 			}
 		}
 	}
+	// A pool of equal servers: exactly queue-scorer's scores (min-max is
+	// shift- and scale-invariant), with or without telemetry.
+	for _, waiting := range [][]int{{0, 0, 0}, {0, 3, 1}, {5, 2, 7, 2}} {
+		for _, tele := range []bool{true, false} {
+			ms := make([]scheduler.Metrics, len(waiting))
+			for i, w := range waiting {
+				ms[i].Waiting = w
+			}
+			st := endpoints(now, ms...)
+			if tele {
+				for i := range st {
+					st[i].GPU = scheduler.GPUState{Present: true, Product: "NVIDIA H100 80GB HBM3", Count: 4}
+				}
+			}
+			want := scoreWith(t, newPluginWith(t, QueueScorerType, nil).(scheduler.Scorer), st, now)
+			got := scoreWith(t, newPluginWith(t, CapacityQueueScorerType, nil).(scheduler.Scorer), st, now)
+			for i := range got {
+				if math.Abs(got[i]-want[i]) > 1e-9 {
+					t.Errorf("equal servers, waiting %v, telemetry %v: %v, want queue-scorer's %v", waiting, tele, got, want)
+					break
+				}
+			}
+		}
+	}
 	// Last known weight survives a snapshot without telemetry.
 	s := newPluginWith(t, CapacityQueueScorerType, scheduler.MapParams{"capacities": "A=4"}).(*capacityQueueScorer)
 	st := endpoints(now, scheduler.Metrics{}, scheduler.Metrics{})
@@ -149,7 +202,7 @@ func TestCapacityQueueScorer(t *testing.T) {
 		t.Errorf("inverse weights %v, want [0.25 1]", p2.inv)
 	}
 	f, _ := NewRegistry().Lookup(CapacityQueueScorerType)
-	for _, bad := range []scheduler.MapParams{{"capacities": "A"}, {"capacities": "A=0"}, {"defaultCapacity": -1.0}} {
+	for _, bad := range []scheduler.MapParams{{"capacities": "A"}, {"capacities": "A=0"}, {"defaultCapacity": -1.0}, {"includeRequest": "yes"}} {
 		if _, err := f.New("", bad); err == nil || !strings.Contains(err.Error(), "expected") {
 			t.Errorf("%v: %v, want an error saying what was expected", bad, err)
 		}
