@@ -1,7 +1,6 @@
 package endpoints
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -321,33 +319,14 @@ func TestGPUBenchPageServer(t *testing.T) {
 // as core-%@1Hz.
 func BenchmarkGPUScrape64(b *testing.B) {
 	const n = 64
-	cmd := exec.Command(os.Args[0], "-test.run=^TestGPUBenchPageServer$", "-test.v")
-	cmd.Env = append(os.Environ(), gpuBenchEnv+"="+strconv.Itoa(n))
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = stdin.Close(); _ = cmd.Wait() }()
+	addrs, _, _ := startChild(b, "TestGPUBenchPageServer", gpuBenchEnv+"="+strconv.Itoa(n))
 	var eps []scheduler.Endpoint
 	var hs []*scheduler.Handle
-	sc := bufio.NewScanner(out)
-	for sc.Scan() && sc.Text() != "ready" {
-		ap, err := netip.ParseAddrPort(strings.TrimSpace(sc.Text()))
-		if err != nil {
-			continue // go test's own lines
-		}
+	for _, ap := range addrs {
 		e := scheduler.Endpoint{Name: ap.String(), Addr: ap.Addr(), Port: ap.Port()}
 		eps = append(eps, e)
 		hs = append(hs, scheduler.NewHandle(e))
 	}
-	go func() { _, _ = io.Copy(io.Discard, out) }()
 	if len(eps) != n {
 		b.Fatalf("page server: %d addresses, want %d", len(eps), n)
 	}

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"runtime"
 	"runtime/metrics"
 	"strconv"
@@ -201,47 +200,14 @@ func TestPoolBenchServers(t *testing.T) {
 // targets and a reader of the child's CPU time (user+system).
 func startPoolBenchServers(b *testing.B, n int, framing string) (Static, func() time.Duration) {
 	b.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestPoolBenchServers$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), poolBenchEnv+"="+strconv.Itoa(n)+","+framing)
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		_ = stdin.Close() // the child's signal to stop
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
+	addrs, other, pid := startChild(b, "TestPoolBenchServers", poolBenchEnv+"="+strconv.Itoa(n)+","+framing)
 	var targets Static
-	var other []string
-	sc := bufio.NewScanner(out)
-	for sc.Scan() && sc.Text() != "ready" {
-		ap, err := netip.ParseAddrPort(strings.TrimSpace(sc.Text()))
-		if err != nil {
-			other = append(other, sc.Text()) // go test's own lines, or why a listener failed
-			continue
-		}
+	for _, ap := range addrs {
 		targets = append(targets, Target{Endpoint: scheduler.Endpoint{Name: ap.String(), Addr: ap.Addr(), Port: ap.Port()}})
 	}
-	go func() { _, _ = io.Copy(io.Discard, out) }()
 	if len(targets) != n {
 		b.Fatalf("server process: %d listeners, want %d; it said:\n%s", len(targets), n, strings.Join(other, "\n"))
 	}
-	pid := cmd.Process.Pid
 	return targets, func() time.Duration {
 		d, _ := childCPU(pid)
 		return d
