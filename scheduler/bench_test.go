@@ -118,6 +118,54 @@ func benchSetup(tb testing.TB, plan *scheduler.Plan, n int) (*scheduler.Schedule
 	return s, c, ps
 }
 
+// commonPrompt is the 1 KB system prompt of the default-common cases.
+func commonPrompt() []byte {
+	r := rand.New(rand.NewPCG(11, 11))
+	b := make([]byte, 1024)
+	for i := range b {
+		b[i] = byte('a' + r.IntN(26))
+	}
+	return b
+}
+
+// benchSetupCommon is benchSetup with the 1 KB system prompt in front of
+// every prompt, first sent to every endpoint (one subset-hinted pick each,
+// with a tail of its own), so that the whole pool holds the common prefix
+// and the prefix index declines to list its holders.
+func benchSetupCommon(tb testing.TB, plan *scheduler.Plan, n int) (*scheduler.Scheduler, *scheduler.Cycle, [][]byte) {
+	now := time.Now()
+	s := scheduler.New(plan)
+	s.Publish(scheduler.NewSnapshot(pool(n, now), now, 0))
+	c := s.NewCycle()
+	common := commonPrompt0
+	var req scheduler.Request
+	req.Model = "meta-llama/Llama-3.1-8B-Instruct"
+	for i, e := range s.Snapshot().Endpoints {
+		p := append(slices.Clone(common), fmt.Sprintf("endpoint %d: warm-up", i)...)
+		req.SetPrompt(p)
+		req.Subset, req.HasSubset = []netip.Addr{e.H.Addr}, true
+		res, err := s.Pick(c, &req)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		res.Release()
+	}
+	req.Subset, req.HasSubset = nil, false
+	var ps [][]byte
+	for _, p := range prompts(32, 32) {
+		ps = append(ps, append(slices.Clone(common), p...))
+	}
+	for _, p := range ps {
+		req.SetPrompt(p)
+		res, err := s.Pick(c, &req)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		res.Release()
+	}
+	return s, c, ps
+}
+
 // BenchmarkPick measures one scheduling decision, prompt hashing included:
 // 2 KB prompts from 32 shared-prefix groups (90% shared), varied metrics.
 //
@@ -135,6 +183,16 @@ func benchSetup(tb testing.TB, plan *scheduler.Plan, n int) (*scheduler.Schedule
 //     its few allocations per publish round to 0 allocs/op, while
 //     TestFirstPickAfterPublishAllocs keeps the picks themselves at 0).
 //
+//   - default-common: a 1 KB system prompt common to all in front of each
+//     2 KB prompt, held by every endpoint (benchSetupCommon): the prefix
+//     index declines to list the holders of the first block (more than an
+//     eighth of the pool) and the fast path probes (ProbeScorer).
+//
+//   - default-common-unique: default-common with a unique tail on every
+//     prompt (as default-unique, after the common prompt): the chosen
+//     endpoint never holds the whole prompt, so the probing search must
+//     look further.
+//
 //   - default-plain: the default plan with the fast path turned off (the plain
 //     O(N) loop, what every pick cost before it; see scheduler/fastpath.go).
 //     From 16 live endpoints on, the default plan takes the fast path.
@@ -148,20 +206,29 @@ func BenchmarkPick(b *testing.B) {
 		unique  bool
 		churn   int  // publish a new snapshot every churn picks (0: never)
 		plain   bool // fast path off
+		common  bool // benchSetupCommon
 	}{
-		{"default", 16, defaultPlan, false, 0, false},
-		{"default", 128, defaultPlan, false, 0, false},
-		{"default", 1024, defaultPlan, false, 0, false},
-		{"queue-kv", 16, queueKVPlan, false, 0, false},
-		{"default-unique", 16, defaultPlan, true, 0, false},
-		{"default-churn", 16, defaultPlan, true, 200, false},
-		{"default-unique", 1024, defaultPlan, true, 0, false},
-		{"default-churn", 1024, defaultPlan, true, 200, false},
-		{"default-plain", 1024, defaultPlan, false, 0, true},
+		{"default", 16, defaultPlan, false, 0, false, false},
+		{"default", 128, defaultPlan, false, 0, false, false},
+		{"default", 1024, defaultPlan, false, 0, false, false},
+		{"queue-kv", 16, queueKVPlan, false, 0, false, false},
+		{"default-unique", 16, defaultPlan, true, 0, false, false},
+		{"default-churn", 16, defaultPlan, true, 200, false, false},
+		{"default-unique", 1024, defaultPlan, true, 0, false, false},
+		{"default-churn", 1024, defaultPlan, true, 200, false, false},
+		{"default-plain", 1024, defaultPlan, false, 0, true, false},
+		{"default-common", 16, defaultPlan, false, 0, false, true},
+		{"default-common", 1024, defaultPlan, false, 0, false, true},
+		{"default-common-unique", 16, defaultPlan, true, 0, false, true},
+		{"default-common-unique", 1024, defaultPlan, true, 0, false, true},
 	}
 	for _, tc := range cases {
 		b.Run(fmt.Sprintf("profile=%s/endpoints=%d", tc.profile, tc.n), func(b *testing.B) {
-			s, c, ps := benchSetup(b, tc.plan(b), tc.n)
+			setup := benchSetup
+			if tc.common {
+				setup = benchSetupCommon
+			}
+			s, c, ps := setup(b, tc.plan(b), tc.n)
 			if tc.plain {
 				scheduler.SetFastMin(s, 0)
 				s.Publish(s.Snapshot())
@@ -178,7 +245,9 @@ func BenchmarkPick(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				p := ps[i%len(ps)]
-				if tc.unique {
+				if tc.unique && tc.common {
+					p = uniqueTailAt(buf, p, len(commonPrompt0)+promptShared, uint64(i))
+				} else if tc.unique {
 					p = uniqueTail(buf, p, uint64(i))
 				}
 				if tc.churn > 0 && i%tc.churn == tc.churn-1 {
@@ -193,6 +262,16 @@ func BenchmarkPick(b *testing.B) {
 			}
 		})
 	}
+}
+
+// commonPrompt0 is commonPrompt(), for its length.
+var commonPrompt0 = commonPrompt()
+
+// uniqueTailAt is uniqueTail with the shared prefix ending at off.
+func uniqueTailAt(buf, p []byte, off int, n uint64) []byte {
+	copy(buf, p)
+	binary.LittleEndian.PutUint64(buf[off:], n)
+	return buf
 }
 
 // uniqueTail copies p into buf and writes n where the shared prefix ends, so

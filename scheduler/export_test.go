@@ -90,3 +90,7 @@ func FastIndexOK(s *Scheduler) (indexed, consistent bool) {
 	}
 	return true, true
 }
+
+// FastProbed reports whether c's last fast-path decision probed the sparse
+// scorer endpoint by endpoint (ProbeScorer: ScoreHits declined).
+func FastProbed(c *Cycle) bool { return c.fast.probed }

@@ -41,6 +41,15 @@ import (
 //     no-hit formula (float addition is monotone), so the winners are the
 //     listed endpoints with the best total T plus, when the tree's best equals
 //     T, the unlisted endpoints tied there.
+//   - When the sparse scorer cannot list its hits cheaply (the prefix index
+//     declines when a first block is held by more than an eighth of the pool:
+//     a system prompt common to all traffic) and declares ProbeScorer, the
+//     search runs with the sparse term at its upper bound in every node's
+//     bound (fastProbe): each leaf it reaches is scored exactly (ProbeOne,
+//     one probe run on the endpoint's table), and subtrees whose bound is
+//     below the best exact total are pruned. Roughly, only the endpoints
+//     whose load part is within P·(blocks − matched) of the best are probed
+//     (P the sparse weight per block); all of them when every load part ties.
 //   - The winner is drawn uniformly among the tied set, as max-score-picker
 //     does (not with the same random numbers: the same set, the same odds).
 //
@@ -56,8 +65,8 @@ import (
 // MaxScoreSingle, at least fastMinLive live endpoints (fastMinLoadOnly
 // without a sparse scorer; below that the plain loop is as fast), handles not watched by another scheduler's index,
 // and per request no subset hint, no Explain, and a sparse scorer able to
-// list its hits (the prefix index declines when a first block is held by more
-// than an eighth of the pool). Everything else runs the plain loop, unchanged.
+// list its hits or, when it declines, to probe (ProbeScorer). Everything
+// else runs the plain loop, unchanged.
 
 // LoadKind names a request-independent score the fast path computes itself.
 type LoadKind int
@@ -92,7 +101,8 @@ type Hit struct {
 // ScoreHits appends to hits every endpoint of c.Snap (live or not) whose
 // Score would be non-zero for c.Req over the live candidates, with that score,
 // and returns ok = true; or returns ok = false when it cannot do that
-// cheaply, and the pick then runs the plain loop (which calls Score). A
+// cheaply, and the pick then probes (ProbeScorer) or runs the plain loop
+// (which calls Score). A
 // superset is not allowed: listed scores must equal Score's. It runs
 // concurrently like Score and must not block or allocate beyond hits'
 // capacity (len(c.Snap.Endpoints)). After ScoreHits returned ok, the scorer's
@@ -100,6 +110,26 @@ type Hit struct {
 type SparseScorer interface {
 	Scorer
 	ScoreHits(c *Cycle, hits []Hit) ([]Hit, bool)
+}
+
+// ProbeScorer is implemented by SparseScorers that, when ScoreHits declines
+// (too many endpoints may score above 0 to list them cheaply), can still
+// bound and score endpoints one at a time. The fast path then searches the
+// load tree with the bound added to every endpoint and scores exactly only
+// the endpoints whose bound reaches the best total found.
+//
+// ProbeBound is called on the cycle right after ScoreHits returned ok =
+// false: it returns an upper bound of Score over every endpoint of c.Snap for
+// c.Req (as Score would write it, before Pick's clamp) and ok = true, or ok =
+// false (the pick then runs the plain loop). ProbeOne then returns the Score
+// of live endpoint e exactly (bitwise what Score would write); it is called
+// at most once per endpoint per cycle, with the scheduler's index locked: it
+// must not block or allocate in steady state. The scorer's PickObserver must
+// handle as chosen any endpoint ProbeOne was called on.
+type ProbeScorer interface {
+	SparseScorer
+	ProbeBound(c *Cycle) (float64, bool)
+	ProbeOne(c *Cycle, e int32) float64
 }
 
 // MaxScorePicker is implemented by pickers; MaxScoreSingle reports whether
@@ -136,6 +166,7 @@ type fastTerm struct {
 type fastPlan struct {
 	terms  []fastTerm
 	sparse SparseScorer // nil when none
+	probe  ProbeScorer  // sparse as a ProbeScorer; nil when it is not one
 }
 
 // newFastPlan returns the fast form of p, or nil when p is not eligible.
@@ -164,6 +195,7 @@ func newFastPlan(p *Plan) *fastPlan {
 			return nil
 		}
 		fp.sparse = sp
+		fp.probe, _ = sp.(ProbeScorer)
 		fp.terms = append(fp.terms, fastTerm{w: ws.Weight, sparse: sp})
 	}
 	return fp
@@ -425,6 +457,14 @@ type fastScratch struct {
 	mark   []uint32
 	epoch  uint32
 	stack  []int32
+	pstack []probeNode // the probing search's stack
+	probed bool        // the last decision probed (ScoreHits declined)
+}
+
+// probeNode is a tree node on the probing search's stack with its bound.
+type probeNode struct {
+	k int32
+	b float64
 }
 
 // totaler computes one endpoint's weighted total as Pick's loop does: the
@@ -482,19 +522,31 @@ func (s *Scheduler) fastPick(c *Cycle, fp *fastPlan, ix *loadIndex) (int32, bool
 func fastDecide(c *Cycle, fp *fastPlan, ix *loadIndex) bool {
 	fs := &c.fast
 	fs.hits = fs.hits[:0]
+	fs.probed = false
+	var sMax float64 // probing: the sparse score's upper bound
 	if fp.sparse != nil {
 		if cap(fs.hits) < len(c.Snap.Endpoints) {
 			fs.hits = make([]Hit, 0, len(c.Snap.Endpoints))
 		}
 		var ok bool
 		if fs.hits, ok = fp.sparse.ScoreHits(c, fs.hits); !ok {
-			return false
+			if fp.probe == nil {
+				return false
+			}
+			if sMax, ok = fp.probe.ProbeBound(c); !ok || !(sMax >= 0) {
+				return false
+			}
+			fs.probed = true
+			fs.hits = fs.hits[:0]
 		}
 	}
-	if cap(fs.hitTot) < len(fs.hits) {
+	if cap(fs.hitTot) < cap(fs.hits) {
 		fs.hitTot = make([]float64, len(fs.hits), cap(fs.hits))
 	}
 	fs.hitTot = fs.hitTot[:len(fs.hits)]
+	if fs.probed {
+		return fastProbe(c, fp, ix, sMax)
+	}
 	if len(fs.mark) < ix.size {
 		fs.mark = make([]uint32, ix.size)
 		fs.epoch = 0
@@ -586,6 +638,89 @@ func (ix *loadIndex) search(t *totaler, fs *fastScratch) float64 {
 	}
 	fs.stack = stack
 	return best
+}
+
+// fastProbe is fastDecide for a request whose sparse scores ScoreHits could
+// not list: every endpoint's total is bounded by its load formula with the
+// sparse score at its bound sMax (monotone in each argument, as search's
+// bound), so a depth-first search, the child with the higher bound first,
+// prunes every subtree whose bound is below the best exact total found and
+// scores exactly (ProbeOne) only the leaves it reaches. Ties survive (only
+// bounds strictly below the best are pruned). The probed endpoints with a
+// non-zero sparse score are left in fs.hits with their totals in fs.hitTot.
+func fastProbe(c *Cycle, fp *fastPlan, ix *loadIndex, sMax float64) bool {
+	fs := &c.fast
+	ix.mu.Lock()
+	ix.flush()
+	t := totaler{terms: fp.terms, lo: ix.mn[1], hi: ix.mx[1]}
+	if t.eq = t.hi == t.lo; !t.eq {
+		t.inv = 1 / (t.hi - t.lo)
+	}
+	best := math.Inf(-1)
+	fs.ties = fs.ties[:0]
+	stack := fs.pstack[:0]
+	if !math.IsInf(ix.mn[1], 1) {
+		stack = append(stack, probeNode{1, t.total(ix.mn[1], ix.kv[0], sMax)})
+	}
+	for len(stack) > 0 {
+		nd := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if nd.b < best {
+			continue
+		}
+		k := int(nd.k)
+		if k >= ix.size { // leaf: score it exactly
+			r := k - ix.size
+			e := ix.idxOf[r]
+			sv := fp.probe.ProbeOne(c, e)
+			v := t.total(ix.q[r], ix.kv[r], sv)
+			if sv != 0 {
+				fs.hits = append(fs.hits, Hit{Index: e, Score: sv})
+				fs.hitTot = append(fs.hitTot, v)
+			}
+			if v > best {
+				best = v
+				fs.ties = fs.ties[:0]
+			}
+			if v == best {
+				fs.ties = append(fs.ties, int32(r))
+			}
+			continue
+		}
+		// First ranks of the children: k's first rank, and that plus half
+		// k's width.
+		first, width := k, 1
+		for first < ix.size {
+			first *= 2
+			width *= 2
+		}
+		first -= ix.size
+		l, rt := probeNode{k: int32(2 * k), b: math.Inf(-1)}, probeNode{k: int32(2*k + 1), b: math.Inf(-1)}
+		if !math.IsInf(ix.mn[l.k], 1) {
+			l.b = t.total(ix.mn[l.k], ix.kv[first], sMax)
+		}
+		if !math.IsInf(ix.mn[rt.k], 1) {
+			rt.b = t.total(ix.mn[rt.k], ix.kv[first+width/2], sMax)
+		}
+		// Higher bound popped first (left on equal bounds).
+		if rt.b > l.b {
+			l, rt = rt, l
+		}
+		if rt.b >= best && !math.IsInf(rt.b, -1) {
+			stack = append(stack, rt)
+		}
+		if l.b >= best && !math.IsInf(l.b, -1) {
+			stack = append(stack, l)
+		}
+	}
+	fs.pstack = stack
+	fs.win = fs.win[:0]
+	for _, r := range fs.ties {
+		fs.win = append(fs.win, ix.idxOf[r])
+	}
+	ix.mu.Unlock()
+	fs.best = best
+	return len(fs.win) > 0
 }
 
 // bits0 is the index of the lowest set bit of x (x != 0).

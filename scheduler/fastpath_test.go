@@ -79,7 +79,43 @@ func TestFastPathCrossCheck(t *testing.T) {
 	}
 }
 
+// TestFastPathCrossCheckCrowded is TestFastPathCrossCheck with a long system
+// prompt common to every prompt, warmed onto more than an eighth of the pool
+// (the whole pool for even seeds) through subset-hinted picks, and kept there
+// by re-warming after some republishes: the prefix index declines to list
+// the holders of the first block, and the fast path probes (ProbeScorer).
+// The same checks as TestFastPathCrossCheck; the probing path must be taken.
+func TestFastPathCrossCheckCrowded(t *testing.T) {
+	seeds := 12
+	if testing.Short() {
+		seeds = 4
+	}
+	for name, mkPlan := range fastPlans(t) {
+		if name == "queue-kv" {
+			continue
+		}
+		probed := 0
+		for seed := range seeds {
+			t.Run(fmt.Sprintf("%s/seed=%d", name, seed), func(t *testing.T) {
+				probed += crossCheckOpts(t, mkPlan(t), uint64(seed), true)
+			})
+		}
+		// Per seed it may not be: a pool of at most 8 live endpoints is
+		// never crowded, and some seeds draw a common prompt shorter than
+		// a block.
+		if probed == 0 {
+			t.Errorf("%s: the probing path was never taken", name)
+		}
+		t.Logf("%s: %d decisions probed", name, probed)
+	}
+}
+
 func crossCheck(t *testing.T, plan *scheduler.Plan, seed uint64) {
+	crossCheckOpts(t, plan, seed, false)
+}
+
+// crossCheckOpts returns the number of decisions compared that probed.
+func crossCheckOpts(t *testing.T, plan *scheduler.Plan, seed uint64, crowded bool) int {
 	r := rand.New(rand.NewPCG(seed, 99))
 	now := time.Now()
 	n := 1 + r.IntN(300)
@@ -136,11 +172,47 @@ func crossCheck(t *testing.T, plan *scheduler.Plan, seed uint64) {
 	for i := range stems {
 		stems[i] = randText(r, 16+r.IntN(200))
 	}
+	var common []byte
+	if crowded {
+		common = randText(r, 64+r.IntN(600))
+		if r.IntN(4) == 0 {
+			common = common[:r.IntN(24)] // one block or none in some plans
+		}
+	}
 	prompt := func() []byte {
 		p := slices.Clone(stems[r.IntN(len(stems))])
 		p = p[:r.IntN(len(p)+1)]
+		if crowded && r.IntN(10) != 0 {
+			p = append(slices.Clone(common), p...)
+		}
 		return append(p, randText(r, r.IntN(100))...)
 	}
+	// warm sends the common prompt (and a random tail) to every handle (even
+	// seeds) or to a random share of them, one subset-hinted pick each.
+	warm := func() {
+		if !crowded {
+			return
+		}
+		share := len(handles)
+		if seed%2 == 1 {
+			share = len(handles)/8 + 1 + r.IntN(len(handles))
+		}
+		var req scheduler.Request
+		req.Model = "m"
+		for _, i := range r.Perm(len(handles)) {
+			if share == 0 {
+				break
+			}
+			share--
+			req.SetPrompt(append(slices.Clone(common), randText(r, r.IntN(200))...))
+			req.Subset, req.HasSubset = []netip.Addr{handles[i].Addr}, true
+			if res, err := s.Pick(c, &req); err == nil {
+				res.Release()
+			}
+		}
+	}
+	warm()
+	probed := 0
 
 	type held struct {
 		res    *scheduler.Result
@@ -159,6 +231,9 @@ func crossCheck(t *testing.T, plan *scheduler.Plan, seed uint64) {
 			cands, totals := scheduler.PlainTotals(s, pc, &req)
 			if ok {
 				checked++
+				if scheduler.FastProbed(fc) {
+					probed++
+				}
 				compareDecision(t, step, cands, totals, win, best, hits)
 			} else {
 				declined++
@@ -184,6 +259,9 @@ func crossCheck(t *testing.T, plan *scheduler.Plan, seed uint64) {
 			open = append(open, held{h: h, tokens: 3})
 		default: // a new snapshot
 			s.Publish(scheduler.NewSnapshot(states(), now, 2*time.Second))
+			if r.IntN(3) == 0 {
+				warm()
+			}
 		}
 		if indexed, consistent := scheduler.FastIndexOK(s); indexed && !consistent {
 			t.Fatalf("step %d: the load index disagrees with Cycle.Waiting", step)
@@ -202,7 +280,8 @@ func crossCheck(t *testing.T, plan *scheduler.Plan, seed uint64) {
 	if checked == 0 {
 		t.Fatalf("the fast path never applied (%d declined)", declined)
 	}
-	t.Logf("%d endpoints: %d decisions compared, %d declined (too many prefix holders)", n, checked, declined)
+	t.Logf("%d endpoints: %d decisions compared (%d probed: a crowded first block), %d declined", n, checked, probed, declined)
+	return probed
 }
 
 func compareDecision(t *testing.T, step int, cands []int32, totals []float64, win []int32, best float64, hits map[int32]float64) {
@@ -297,6 +376,34 @@ func TestFastPickAllocs(t *testing.T) {
 			if allocs != 0 {
 				t.Errorf("%d endpoints, %s: %v allocs per fast pick, want 0", n, mode, allocs)
 			}
+		}
+	}
+}
+
+// TestFastPickAllocsCrowded: a fast-path pick that probes (the whole pool
+// holds the prompts' first block: benchSetupCommon) allocates nothing.
+func TestFastPickAllocsCrowded(t *testing.T) {
+	for _, n := range []int{128, 1024} {
+		s, c, ps := benchSetupCommon(t, defaultPlan(t), n)
+		var req scheduler.Request
+		req.Model = "meta-llama/Llama-3.1-8B-Instruct"
+		req.SetPrompt(ps[0])
+		fc := s.NewCycle()
+		if _, _, _, ok := scheduler.FastEval(s, fc, &req); !ok || !scheduler.FastProbed(fc) {
+			t.Fatalf("%d endpoints: the probing fast path does not apply", n)
+		}
+		i := 0
+		allocs := testing.AllocsPerRun(300, func() {
+			req.SetPrompt(ps[i%len(ps)])
+			i++
+			res, err := s.Pick(c, &req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Release()
+		})
+		if allocs != 0 {
+			t.Errorf("%d endpoints: %v allocs per probing fast pick, want 0", n, allocs)
 		}
 	}
 }

@@ -16,8 +16,9 @@ import "time"
 //     prefix scorer's reverse index also takes its own writer mutex in
 //     Picked when a prompt's first block is new to the chosen endpoint).
 //   - Optional interfaces let the scheduler decide without visiting every
-//     endpoint (LoadScorer, SparseScorer, MaxScorePicker in fastpath.go);
-//     a plan whose plugins do not all declare one runs the plain loop.
+//     endpoint (LoadScorer, SparseScorer, ProbeScorer, MaxScorePicker in
+//     fastpath.go); a plan whose plugins do not all declare one runs the
+//     plain loop.
 //   - It must not allocate in steady state. Scratch space comes from the
 //     slices it is handed and from its cycle state (CycleStater); anything
 //     that depends on the pool but not on the request is computed once per

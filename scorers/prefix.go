@@ -18,6 +18,7 @@ var (
 	_ scheduler.SnapshotPreparer = (*PrefixScorer)(nil)
 	_ scheduler.StatsReporter    = (*PrefixScorer)(nil)
 	_ scheduler.SparseScorer     = (*PrefixScorer)(nil)
+	_ scheduler.ProbeScorer      = (*PrefixScorer)(nil)
 )
 
 // PrefixScorerType scores how much of the prompt's leading blocks an endpoint
@@ -161,6 +162,9 @@ type prefixState struct {
 	sparse bool
 	hitIdx []int32
 	ids    []uint32 // reverse index lookup scratch
+	// declined: ScoreHits declined this cycle (hashes, view and matched are
+	// set for ProbeBound and ProbeOne).
+	declined bool
 }
 
 func registerPrefix(r *scheduler.Registry) {
@@ -368,7 +372,7 @@ func (p *PrefixScorer) Score(c *scheduler.Cycle, cands []int32, out []float64) {
 // by Score and the prefix-cache-affinity-filter; no allocation in steady
 // state.
 func (p *PrefixScorer) match(st *prefixState, v *prefixView, r *scheduler.Request, cands []int32) int {
-	st.view, st.sparse = v, false
+	st.view, st.sparse, st.declined = v, false, false
 	if v == nil {
 		st.hashes = st.hashes[:0]
 		return 0
@@ -415,12 +419,13 @@ func matchTable(t *prefixTable, hashes []uint64) int32 {
 // lists (a superset, each verified on its table, so the scores are Score's
 // exactly). It declines (false) when more than an eighth of the pool (at
 // least 8 endpoints) may hold the first block: probing them one by one would
-// cost about what the plain loop does. Cost: the prompt hash plus one probe
-// run per listed endpoint.
+// cost about what the plain loop does (the fast path then probes only the
+// endpoints its bound cannot exclude: ProbeBound, ProbeOne). Cost: the prompt
+// hash plus one probe run per listed endpoint.
 func (p *PrefixScorer) ScoreHits(c *scheduler.Cycle, hits []scheduler.Hit) ([]scheduler.Hit, bool) {
 	st := c.State(p.slot).(*prefixState)
 	v, _ := c.Prepared(p.slot).(*prefixView)
-	st.view, st.sparse = v, true
+	st.view, st.sparse, st.declined = v, true, false
 	st.hitIdx = st.hitIdx[:0]
 	if v == nil {
 		st.hashes = st.hashes[:0]
@@ -438,7 +443,7 @@ func (p *PrefixScorer) ScoreHits(c *scheduler.Cycle, hits []scheduler.Hit) ([]sc
 	ids, ok := p.rev.lookup(st.hashes[0], st.ids[:0], max(8, len(v.tables)/8))
 	st.ids = ids[:0]
 	if !ok {
-		st.sparse = false
+		st.sparse, st.declined = false, true
 		return hits, false
 	}
 	denom := float64(max(nb, p.cfg.FullScoreMatchBlocks))
@@ -456,6 +461,41 @@ func (p *PrefixScorer) ScoreHits(c *scheduler.Cycle, hits []scheduler.Hit) ([]sc
 		hits = append(hits, scheduler.Hit{Index: e, Score: float64(m&^inPrev) / denom})
 	}
 	return hits, true
+}
+
+// ProbeBound implements scheduler.ProbeScorer: after ScoreHits declined (a
+// crowded first block), no endpoint scores more than all prompt blocks
+// matched, nb ÷ max(nb, fullScoreMatchBlocks). From here on matched is valid
+// for the endpoints ProbeOne listed in hitIdx (with a non-zero match); every
+// other endpoint is recorded as matching 0, and only probed endpoints may be
+// chosen.
+func (p *PrefixScorer) ProbeBound(c *scheduler.Cycle) (float64, bool) {
+	st := c.State(p.slot).(*prefixState)
+	if !st.declined || st.view == nil || len(st.hashes) == 0 {
+		return 0, false
+	}
+	st.declined = false
+	st.sparse = true
+	st.hitIdx = st.hitIdx[:0]
+	if cap(st.hitIdx) < len(st.view.tables) {
+		st.hitIdx = make([]int32, 0, len(st.view.tables))
+	}
+	nb := len(st.hashes)
+	return float64(nb) / float64(max(nb, p.cfg.FullScoreMatchBlocks)), true
+}
+
+// ProbeOne implements scheduler.ProbeScorer: endpoint e's Score, by probing
+// its table as match does (one probe run).
+func (p *PrefixScorer) ProbeOne(c *scheduler.Cycle, e int32) float64 {
+	st := c.State(p.slot).(*prefixState)
+	m := matchTable(st.view.tables[e], st.hashes)
+	st.matched[e] = m
+	if m&^inPrev == 0 {
+		return 0
+	}
+	st.hitIdx = append(st.hitIdx, e)
+	nb := len(st.hashes)
+	return float64(m&^inPrev) / float64(max(nb, p.cfg.FullScoreMatchBlocks))
 }
 
 // holds reports whether the endpoint with Handle ID id holds h now (the
