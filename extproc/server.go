@@ -339,6 +339,7 @@ func (s *Server) serve(st *stream, ps extprocv3.ExternalProcessor_ProcessServer)
 			s.cycles.Put(st.cycle)
 			st.cycle = nil
 		}
+		st.in.release()
 		if r != nil {
 			// A bug, not bad input: answer 500 if the request is still
 			// open, and drop the state rather than pool it.
@@ -348,13 +349,11 @@ func (s *Server) serve(st *stream, ps extprocv3.ExternalProcessor_ProcessServer)
 			if st.phase < phResponse {
 				_ = st.immediate(500, "internal error")
 			}
-			st.in.release()
 			err = nil
 			return
 		}
 		st.ps = nil
 		st.fps = fastStream{}
-		st.in.release()
 		if cap(st.buf) > maxPooledBuf {
 			st.buf = nil
 		}

@@ -268,38 +268,9 @@ func (w *wireReq) fast(b []byte) bool {
 		}
 		b = b[n:]
 		switch num {
-		case 2, 3: // request_headers, response_headers
-			if m.Request != nil || !w.headers(v) {
+		case 2, 3, 4, 5, 6, 7: // the request oneof: headers, body or trailers of either phase
+			if m.Request != nil || !w.member(num, v) {
 				return false
-			}
-			if num == 2 {
-				w.reqHdrs.RequestHeaders = &w.hh
-				m.Request = &w.reqHdrs
-			} else {
-				w.respHdrs.ResponseHeaders = &w.hh
-				m.Request = &w.respHdrs
-			}
-		case 4, 5: // request_body, response_body
-			if m.Request != nil || !w.body(v) {
-				return false
-			}
-			if num == 4 {
-				w.reqBody.RequestBody = &w.hb
-				m.Request = &w.reqBody
-			} else {
-				w.respBody.ResponseBody = &w.hb
-				m.Request = &w.respBody
-			}
-		case 6, 7: // request_trailers, response_trailers
-			if m.Request != nil || !w.trailers(v) {
-				return false
-			}
-			if num == 6 {
-				w.reqTrail.RequestTrailers = &w.ht
-				m.Request = &w.reqTrail
-			} else {
-				w.respTrail.ResponseTrailers = &w.ht
-				m.Request = &w.respTrail
 			}
 		case 8: // metadata_context: rare (subset hint, served endpoint); protobuf decodes it
 			if m.MetadataContext != nil {
@@ -320,6 +291,32 @@ func (w *wireReq) fast(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// member decodes v, the request oneof's field num (2 to 7), into the pooled
+// tree and points the oneof at it.
+func (w *wireReq) member(num protowire.Number, v []byte) bool {
+	m := &w.ProcessingRequest
+	switch num {
+	case 2:
+		w.reqHdrs.RequestHeaders, m.Request = &w.hh, &w.reqHdrs
+		return w.headers(v)
+	case 3:
+		w.respHdrs.ResponseHeaders, m.Request = &w.hh, &w.respHdrs
+		return w.headers(v)
+	case 4:
+		w.reqBody.RequestBody, m.Request = &w.hb, &w.reqBody
+		return w.body(v)
+	case 5:
+		w.respBody.ResponseBody, m.Request = &w.hb, &w.respBody
+		return w.body(v)
+	case 6:
+		w.reqTrail.RequestTrailers, m.Request = &w.ht, &w.reqTrail
+		return w.trailers(v)
+	default:
+		w.respTrail.ResponseTrailers, m.Request = &w.ht, &w.respTrail
+		return w.trailers(v)
+	}
 }
 
 func (w *wireReq) protocol(b []byte) bool {

@@ -45,14 +45,8 @@ func sizeEnum(num protowire.Number, v int32) int {
 	return protowire.SizeTag(num) + protowire.SizeVarint(uint64(int64(v)))
 }
 
-func sizeStr(num protowire.Number, s string) int {
-	if len(s) == 0 {
-		return 0
-	}
-	return sizeField(num, len(s))
-}
-
-func sizeBytes(num protowire.Number, v []byte) int {
+// sizeStr is the size of a string or bytes field, omitted when empty.
+func sizeStr[T ~string | ~[]byte](num protowire.Number, v T) int {
 	if len(v) == 0 {
 		return 0
 	}
@@ -83,13 +77,8 @@ func putLen(b []byte, i, end int, num protowire.Number) int {
 	return putTag(b, putVarint(b, i, uint64(end-i)), num, protowire.BytesType)
 }
 
-func putRaw(b []byte, i int, num protowire.Number, v []byte) int {
-	i -= len(v)
-	copy(b[i:], v)
-	return putLen(b, i, i+len(v), num)
-}
-
-func putString(b []byte, i int, num protowire.Number, v string) int {
+// putString writes a string or bytes field, even when empty.
+func putString[T ~string | ~[]byte](b []byte, i int, num protowire.Number, v T) int {
 	i -= len(v)
 	copy(b[i:], v)
 	return putLen(b, i, i+len(v), num)
@@ -119,18 +108,12 @@ func putEnum(b []byte, i int, num protowire.Number, v int32) int {
 	return putTag(b, putVarint(b, i, uint64(int64(v))), num, protowire.VarintType)
 }
 
-func putStr(b []byte, i int, num protowire.Number, s string) int {
-	if len(s) == 0 {
-		return i
-	}
-	return putString(b, i, num, s)
-}
-
-func putBytes(b []byte, i int, num protowire.Number, v []byte) int {
+// putStr writes a string or bytes field, omitted when empty.
+func putStr[T ~string | ~[]byte](b []byte, i int, num protowire.Number, v T) int {
 	if len(v) == 0 {
 		return i
 	}
-	return putRaw(b, i, num, v)
+	return putString(b, i, num, v)
 }
 
 func sizeResponse(m *extprocv3.ProcessingResponse) int {
@@ -149,13 +132,13 @@ func sizeResponse(m *extprocv3.ProcessingResponse) int {
 	s := 0
 	switch r := m.Response.(type) {
 	case *extprocv3.ProcessingResponse_RequestHeaders:
-		s = sizeSub(1, sizeHeadersResp(r.RequestHeaders))
+		s = sizeSub(1, sizeCommonResp(r.RequestHeaders.GetResponse()))
 	case *extprocv3.ProcessingResponse_ResponseHeaders:
-		s = sizeSub(2, sizeHeadersResp(r.ResponseHeaders))
+		s = sizeSub(2, sizeCommonResp(r.ResponseHeaders.GetResponse()))
 	case *extprocv3.ProcessingResponse_RequestBody:
-		s = sizeSub(3, sizeBodyResp(r.RequestBody))
+		s = sizeSub(3, sizeCommonResp(r.RequestBody.GetResponse()))
 	case *extprocv3.ProcessingResponse_ResponseBody:
-		s = sizeSub(4, sizeBodyResp(r.ResponseBody))
+		s = sizeSub(4, sizeCommonResp(r.ResponseBody.GetResponse()))
 	case *extprocv3.ProcessingResponse_RequestTrailers:
 		s = sizeSub(5, sizeTrailersResp(r.RequestTrailers))
 	case *extprocv3.ProcessingResponse_ResponseTrailers:
@@ -175,13 +158,13 @@ func putResponse(b []byte, m *extprocv3.ProcessingResponse) int {
 	i := len(b)
 	switch r := m.Response.(type) { // the oneof, last
 	case *extprocv3.ProcessingResponse_RequestHeaders:
-		i = putLen(b, putHeadersResp(b, i, r.RequestHeaders), i, 1)
+		i = putLen(b, putCommonResp(b, i, r.RequestHeaders.GetResponse()), i, 1)
 	case *extprocv3.ProcessingResponse_ResponseHeaders:
-		i = putLen(b, putHeadersResp(b, i, r.ResponseHeaders), i, 2)
+		i = putLen(b, putCommonResp(b, i, r.ResponseHeaders.GetResponse()), i, 2)
 	case *extprocv3.ProcessingResponse_RequestBody:
-		i = putLen(b, putBodyResp(b, i, r.RequestBody), i, 3)
+		i = putLen(b, putCommonResp(b, i, r.RequestBody.GetResponse()), i, 3)
 	case *extprocv3.ProcessingResponse_ResponseBody:
-		i = putLen(b, putBodyResp(b, i, r.ResponseBody), i, 4)
+		i = putLen(b, putCommonResp(b, i, r.ResponseBody.GetResponse()), i, 4)
 	case *extprocv3.ProcessingResponse_RequestTrailers:
 		i = putLen(b, putTrailersResp(b, i, r.RequestTrailers), i, 5)
 	case *extprocv3.ProcessingResponse_ResponseTrailers:
@@ -193,33 +176,21 @@ func putResponse(b []byte, m *extprocv3.ProcessingResponse) int {
 	return i
 }
 
-// A nil oneof member is written as an empty message by protobuf; so here.
-func sizeHeadersResp(m *extprocv3.HeadersResponse) int {
-	if m == nil || m.Response == nil {
+// A HeadersResponse or a BodyResponse: its one field, the CommonResponse
+// (m.GetResponse()). A nil oneof member is written as an empty message by
+// protobuf; so here.
+func sizeCommonResp(m *extprocv3.CommonResponse) int {
+	if m == nil {
 		return 0
 	}
-	return sizeSub(1, sizeCommon(m.Response))
+	return sizeSub(1, sizeCommon(m))
 }
 
-func putHeadersResp(b []byte, i int, m *extprocv3.HeadersResponse) int {
-	if m == nil || m.Response == nil {
+func putCommonResp(b []byte, i int, m *extprocv3.CommonResponse) int {
+	if m == nil {
 		return i
 	}
-	return putLen(b, putCommon(b, i, m.Response), i, 1)
-}
-
-func sizeBodyResp(m *extprocv3.BodyResponse) int {
-	if m == nil || m.Response == nil {
-		return 0
-	}
-	return sizeSub(1, sizeCommon(m.Response))
-}
-
-func putBodyResp(b []byte, i int, m *extprocv3.BodyResponse) int {
-	if m == nil || m.Response == nil {
-		return i
-	}
-	return putLen(b, putCommon(b, i, m.Response), i, 1)
+	return putLen(b, putCommon(b, i, m), i, 1)
 }
 
 func sizeTrailersResp(m *extprocv3.TrailersResponse) int {
@@ -324,11 +295,11 @@ func sizeHV(m *corev3.HeaderValue) int {
 	if !utf8.ValidString(m.Key) || !utf8.ValidString(m.Value) {
 		return -1
 	}
-	return sizeStr(1, m.Key) + sizeStr(2, m.Value) + sizeBytes(3, m.RawValue)
+	return sizeStr(1, m.Key) + sizeStr(2, m.Value) + sizeStr(3, m.RawValue)
 }
 
 func putHV(b []byte, i int, m *corev3.HeaderValue) int {
-	return putStr(b, putStr(b, putBytes(b, i, 3, m.RawValue), 2, m.Value), 1, m.Key)
+	return putStr(b, putStr(b, putStr(b, i, 3, m.RawValue), 2, m.Value), 1, m.Key)
 }
 
 func sizeBodyMutation(m *extprocv3.BodyMutation) int {
@@ -348,7 +319,7 @@ func sizeBodyMutation(m *extprocv3.BodyMutation) int {
 func putBodyMutation(b []byte, i int, m *extprocv3.BodyMutation) int {
 	switch v := m.Mutation.(type) {
 	case *extprocv3.BodyMutation_Body:
-		i = putRaw(b, i, 1, v.Body)
+		i = putString(b, i, 1, v.Body)
 	case *extprocv3.BodyMutation_ClearBody:
 		i = putBoolAlways(b, i, 2, v.ClearBody)
 	case *extprocv3.BodyMutation_StreamedResponse:
@@ -361,7 +332,7 @@ func sizeStreamed(m *extprocv3.StreamedBodyResponse) int {
 	if m == nil {
 		return 0
 	}
-	return sizeBytes(1, m.Body) + sizeBool(2, m.EndOfStream) + sizeBool(3, m.EndOfStreamWithoutMessage) +
+	return sizeStr(1, m.Body) + sizeBool(2, m.EndOfStream) + sizeBool(3, m.EndOfStreamWithoutMessage) +
 		sizeBool(4, m.GrpcMessageCompressed) + sizeBool(5, m.DrainComplete)
 }
 
@@ -373,7 +344,7 @@ func putStreamed(b []byte, i int, m *extprocv3.StreamedBodyResponse) int {
 	i = putBool(b, i, 4, m.GrpcMessageCompressed)
 	i = putBool(b, i, 3, m.EndOfStreamWithoutMessage)
 	i = putBool(b, i, 2, m.EndOfStream)
-	return putBytes(b, i, 1, m.Body)
+	return putStr(b, i, 1, m.Body)
 }
 
 // google.protobuf.Struct: map<string, Value> fields = 1. An entry is a
