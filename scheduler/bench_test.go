@@ -107,15 +107,20 @@ func benchSetup(tb testing.TB, plan *scheduler.Plan, n int) (*scheduler.Schedule
 	ps := prompts(32, 32)
 	var req scheduler.Request
 	req.Model = "meta-llama/Llama-3.1-8B-Instruct"
+	pickAll(tb, s, c, &req, ps)
+	return s, c, ps
+}
+
+// pickAll picks (and releases) every prompt of ps once with req.
+func pickAll(tb testing.TB, s *scheduler.Scheduler, c *scheduler.Cycle, req *scheduler.Request, ps [][]byte) {
 	for _, p := range ps {
 		req.SetPrompt(p)
-		res, err := s.Pick(c, &req)
+		res, err := s.Pick(c, req)
 		if err != nil {
 			tb.Fatal(err)
 		}
 		res.Release()
 	}
-	return s, c, ps
 }
 
 // commonPrompt is the 1 KB system prompt of the default-common cases.
@@ -155,14 +160,7 @@ func benchSetupCommon(tb testing.TB, plan *scheduler.Plan, n int) (*scheduler.Sc
 	for _, p := range prompts(32, 32) {
 		ps = append(ps, append(slices.Clone(common), p...))
 	}
-	for _, p := range ps {
-		req.SetPrompt(p)
-		res, err := s.Pick(c, &req)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		res.Release()
-	}
+	pickAll(tb, s, c, &req, ps)
 	return s, c, ps
 }
 

@@ -11,12 +11,7 @@ func begin(s *Scheduler, c *Cycle, req *Request) *published {
 	pub := s.cur.Load()
 	plan := s.plan
 	if c.plan != plan {
-		c.states = grow(c.states, plan.slots)
-		clear(c.states)
-		for _, st := range plan.staters {
-			c.states[st.slot] = st.p.NewCycleState()
-		}
-		c.plan = plan
+		c.bindPlan(plan)
 	}
 	c.Snap, c.Req, c.prepared = pub.snap, req, pub.prepared
 	return pub

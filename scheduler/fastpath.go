@@ -477,6 +477,17 @@ type totaler struct {
 	eq     bool
 }
 
+// totaler flushes pending queue updates and returns the load formula over
+// the pool's current queue range. Caller holds ix.mu.
+func (ix *loadIndex) totaler(fp *fastPlan) totaler {
+	ix.flush()
+	t := totaler{terms: fp.terms, lo: ix.mn[1], hi: ix.mx[1]}
+	if t.eq = t.hi == t.lo; !t.eq {
+		t.inv = 1 / (t.hi - t.lo)
+	}
+	return t
+}
+
 func (t *totaler) total(q, kv, sparse float64) float64 {
 	total := 0.0
 	for i := range t.terms {
@@ -557,11 +568,7 @@ func fastDecide(c *Cycle, fp *fastPlan, ix *loadIndex) bool {
 		fs.epoch = 1
 	}
 	ix.mu.Lock()
-	ix.flush()
-	t := totaler{terms: fp.terms, lo: ix.mn[1], hi: ix.mx[1]}
-	if t.eq = t.hi == t.lo; !t.eq {
-		t.inv = 1 / (t.hi - t.lo)
-	}
+	t := ix.totaler(fp)
 	// Best total among the hits.
 	best := math.Inf(-1)
 	fs.win = fs.win[:0]
@@ -651,11 +658,7 @@ func (ix *loadIndex) search(t *totaler, fs *fastScratch) float64 {
 func fastProbe(c *Cycle, fp *fastPlan, ix *loadIndex, sMax float64) bool {
 	fs := &c.fast
 	ix.mu.Lock()
-	ix.flush()
-	t := totaler{terms: fp.terms, lo: ix.mn[1], hi: ix.mx[1]}
-	if t.eq = t.hi == t.lo; !t.eq {
-		t.inv = 1 / (t.hi - t.lo)
-	}
+	t := ix.totaler(fp)
 	best := math.Inf(-1)
 	fs.ties = fs.ties[:0]
 	stack := fs.pstack[:0]

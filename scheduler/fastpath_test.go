@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -418,60 +417,7 @@ func TestFastPathConcurrent(t *testing.T) {
 	scheduler.SetFastMin(s, 1)
 	states := pool(64, now)
 	s.Publish(scheduler.NewSnapshot(states, now, 0))
-	ps := prompts(8, 8)
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			st := append([]scheduler.EndpointState(nil), states[:32+i%32]...)
-			s.Publish(scheduler.NewSnapshot(st, time.Now(), 0))
-			states[i%len(states)].H.Acquire(1)
-			states[i%len(states)].H.Release(1)
-			time.Sleep(100 * time.Microsecond)
-		}
-	}()
-	var pw sync.WaitGroup
-	for g := 0; g < 4; g++ {
-		pw.Add(1)
-		go func() {
-			defer pw.Done()
-			c := s.NewCycle()
-			var req scheduler.Request
-			req.Model = "m"
-			var held []scheduler.Result
-			for i := 0; i < 2000; i++ {
-				req.SetPrompt(ps[(i+g)%len(ps)])
-				res, err := s.Pick(c, &req)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				held = append(held, scheduler.Result{Endpoints: slices.Clone(res.Endpoints), Tokens: res.Tokens})
-				if len(held) > 5 {
-					held[0].Release()
-					held = held[1:]
-				}
-			}
-			for i := range held {
-				held[i].Release()
-			}
-		}()
-	}
-	pw.Wait()
-	close(stop)
-	wg.Wait()
-	for _, st := range states {
-		if n := st.H.Inflight(); n != 0 {
-			t.Errorf("%s: in-flight %d after every request was released", st.H, n)
-		}
-	}
+	pickConcurrently(t, s, states, true, 5)
 	s.Publish(scheduler.NewSnapshot(states, time.Now(), 0))
 	if indexed, consistent := scheduler.FastIndexOK(s); !indexed || !consistent {
 		t.Errorf("index present %v, consistent %v; want both", indexed, consistent)

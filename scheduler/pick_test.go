@@ -3,6 +3,7 @@ package scheduler_test
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -141,6 +142,17 @@ func TestPickConcurrentWithPublish(t *testing.T) {
 	s := scheduler.New(defaultPlan(t))
 	states := pool(16, now)
 	s.Publish(scheduler.NewSnapshot(states, now, 0))
+	pickConcurrently(t, s, states, false, 0)
+}
+
+// pickConcurrently runs 4 goroutines of 2000 picks each on s while another
+// publishes snapshots of the first half to all of states every 100 µs (and,
+// with touch, acquires and releases one endpoint each round); each picker
+// keeps its last hold results before releasing them. At the end no endpoint
+// may have requests in flight.
+func pickConcurrently(t *testing.T, s *scheduler.Scheduler, states []scheduler.EndpointState, touch bool, hold int) {
+	t.Helper()
+	half := len(states) / 2
 	ps := prompts(8, 8)
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
@@ -153,8 +165,12 @@ func TestPickConcurrentWithPublish(t *testing.T) {
 				return
 			default:
 			}
-			st := append([]scheduler.EndpointState(nil), states[:8+i%8]...)
+			st := append([]scheduler.EndpointState(nil), states[:half+i%half]...)
 			s.Publish(scheduler.NewSnapshot(st, time.Now(), 0))
+			if touch {
+				states[i%len(states)].H.Acquire(1)
+				states[i%len(states)].H.Release(1)
+			}
 			time.Sleep(100 * time.Microsecond)
 		}
 	}()
@@ -166,6 +182,7 @@ func TestPickConcurrentWithPublish(t *testing.T) {
 			c := s.NewCycle()
 			var req scheduler.Request
 			req.Model = "m"
+			var held []scheduler.Result
 			for i := 0; i < 2000; i++ {
 				req.SetPrompt(ps[(i+g)%len(ps)])
 				res, err := s.Pick(c, &req)
@@ -173,7 +190,14 @@ func TestPickConcurrentWithPublish(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				res.Release()
+				held = append(held, scheduler.Result{Endpoints: slices.Clone(res.Endpoints), Tokens: res.Tokens})
+				if len(held) > hold {
+					held[0].Release()
+					held = held[1:]
+				}
+			}
+			for i := range held {
+				held[i].Release()
 			}
 		}()
 	}

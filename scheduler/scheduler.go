@@ -235,6 +235,22 @@ func (c *Cycle) Running(i int32) float64 {
 	return v
 }
 
+// saturated reports whether the plan's saturation detector finds c's
+// snapshot saturated (sheddable requests are then dropped).
+func (p *Plan) saturated(c *Cycle) bool {
+	return p.Saturation != nil && p.Saturation.Saturation(c.Snap, c.Now()) >= 1
+}
+
+// bindPlan gives c fresh per-cycle states for plan's stateful plugins.
+func (c *Cycle) bindPlan(plan *Plan) {
+	c.states = grow(c.states, plan.slots)
+	clear(c.states)
+	for _, st := range plan.staters {
+		c.states[st.slot] = st.p.NewCycleState()
+	}
+	c.plan = plan
+}
+
 func grow[T any](s []T, n int) []T {
 	if cap(s) < n {
 		return make([]T, n, n+n/4)
@@ -264,18 +280,13 @@ func (s *Scheduler) Pick(c *Cycle, req *Request) (*Result, error) {
 	}
 	snap := pub.snap
 	if c.plan != plan {
-		c.states = grow(c.states, plan.slots)
-		clear(c.states)
-		for _, st := range plan.staters {
-			c.states[st.slot] = st.p.NewCycleState()
-		}
-		c.plan = plan
+		c.bindPlan(plan)
 	}
 	c.Snap, c.Req, c.prepared, c.now = snap, req, pub.prepared, time.Time{}
 	defer func() { c.Snap, c.Req, c.prepared = nil, nil, nil }()
 
 	if pub.load != nil && !req.HasSubset && !req.Explain {
-		if req.Priority < 0 && plan.Saturation != nil && plan.Saturation.Saturation(snap, c.Now()) >= 1 {
+		if req.Priority < 0 && plan.saturated(c) {
 			return nil, ErrShed
 		}
 		pi := plan.Handler.Select(c, plan.Profiles)
@@ -308,7 +319,7 @@ func (s *Scheduler) plainPick(c *Cycle, req *Request, plan *Plan, snap *Snapshot
 		return nil, ErrNoEndpoints
 	}
 	if pi < 0 {
-		if req.Priority < 0 && plan.Saturation != nil && plan.Saturation.Saturation(snap, c.Now()) >= 1 {
+		if req.Priority < 0 && plan.saturated(c) {
 			return nil, ErrShed
 		}
 		pi = plan.Handler.Select(c, plan.Profiles)

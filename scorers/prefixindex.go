@@ -121,23 +121,17 @@ func (t *prefixTable) Insert(hashes []uint64) {
 	defer t.mu.Unlock()
 	for _, h := range hashes {
 		cur := t.cur.Load()
-		if cur.n < t.capacity && 2*(cur.n+1) <= len(cur.slots) {
-			// Room without rotating or growing: one probe run, which
-			// finds h if present (the common case of the slow path below).
-			if cur.add(h) {
-				if p := t.prev.Load(); p == nil || !p.contains(h) {
-					t.stored.Add(1)
-				}
+		if cur.n >= t.capacity || 2*(cur.n+1) > len(cur.slots) {
+			// No room: rotate or grow, unless h is already current. With
+			// room, add's one probe run finds h if present.
+			if cur.contains(h) {
+				continue
 			}
-			continue
-		}
-		if cur.contains(h) {
-			continue
-		}
-		if cur.n >= t.capacity {
-			cur = t.rotate()
-		} else if 2*(cur.n+1) > len(cur.slots) {
-			cur = t.grow(cur)
+			if cur.n >= t.capacity {
+				cur = t.rotate()
+			} else {
+				cur = t.grow(cur)
+			}
 		}
 		if cur.add(h) {
 			if p := t.prev.Load(); p == nil || !p.contains(h) {

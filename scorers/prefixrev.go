@@ -1,6 +1,7 @@
 package scorers
 
 import (
+	"iter"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -63,6 +64,22 @@ func newRevTable(size int) *revTable {
 	return &revTable{ents: make([]revEntry, size), mask: uint64(size - 1)}
 }
 
+// entriesOf yields the entries of key h along its probe run.
+func (t *revTable) entriesOf(h uint64) iter.Seq[*revEntry] {
+	return func(yield func(*revEntry) bool) {
+		for i, probes := h&t.mask, uint64(0); probes <= t.mask; i, probes = (i+1)&t.mask, probes+1 {
+			e := &t.ents[i]
+			k := e.key.Load()
+			if k == 0 {
+				return
+			}
+			if k == h && !yield(e) {
+				return
+			}
+		}
+	}
+}
+
 // lookup appends to ids the IDs stored for key h. It returns false, with ids
 // partly filled, when there are more than limit of them.
 func (r *prefixRev) lookup(h uint64, ids []uint32, limit int) ([]uint32, bool) {
@@ -71,15 +88,7 @@ func (r *prefixRev) lookup(h uint64, ids []uint32, limit int) ([]uint32, bool) {
 		return ids, true
 	}
 	n := 0
-	for i, probes := h&t.mask, uint64(0); probes <= t.mask; i, probes = (i+1)&t.mask, probes+1 {
-		e := &t.ents[i]
-		k := e.key.Load()
-		if k == 0 {
-			break
-		}
-		if k != h {
-			continue
-		}
+	for e := range t.entriesOf(h) {
 		for s := range e.ids {
 			id := e.ids[s].Load()
 			if id == 0 {
@@ -118,15 +127,7 @@ func (r *prefixRev) add(h uint64, id uint32) {
 // put stores id in an existing entry of h with room (or finds it there).
 func (t *revTable) put(h uint64, id uint32) bool {
 	var free *atomic.Uint32
-	for i, probes := h&t.mask, uint64(0); probes <= t.mask; i, probes = (i+1)&t.mask, probes+1 {
-		e := &t.ents[i]
-		k := e.key.Load()
-		if k == 0 {
-			break
-		}
-		if k != h {
-			continue
-		}
+	for e := range t.entriesOf(h) {
 		for s := range e.ids {
 			v := e.ids[s].Load()
 			if v == id {
