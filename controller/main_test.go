@@ -110,18 +110,7 @@ func startServer(t *testing.T) *server {
 
 // eventually polls f until it returns nil, failing the test with f's last
 // error after the deadline.
-func eventually(t testing.TB, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s: %v", what, err)
-}
+var eventually = kubetest.Eventually
 
 // get reads an object into o (key from o's name and namespace).
 func (s *server) get(o client.Object) error {

@@ -101,24 +101,17 @@ func newRawGet(ctx context.Context, u *url.URL, accept string, timeout time.Dura
 	return g
 }
 
-// rawResp is what get read: the status and, for a 200, the body (a slice of
-// the buffer).
-type rawResp struct {
-	code   int
-	status string // "503 Service Unavailable"; set only when code != 200
-	body   []byte
-}
-
 // get sends the GET and reads the whole response into buf (reusing its
-// capacity), returning the buffer and the response. The timeout bounds the
-// whole exchange, dial and retry included. A redirect fails with
-// errUseNetHTTP; a page over maxPageBytes with errPageTooLarge.
-func (g *rawGet) get(ctx context.Context, buf []byte) ([]byte, rawResp, error) {
+// capacity), returning the buffer (for a 200, the page) and the response's
+// status other than 200 ("503 Service Unavailable"; "" for a 200). The
+// timeout bounds the whole exchange, dial and retry included. A redirect
+// fails with errUseNetHTTP; a page over maxPageBytes with errPageTooLarge.
+func (g *rawGet) get(ctx context.Context, buf []byte) ([]byte, string, error) {
 	deadline := time.Now().Add(g.timeout)
 	for attempt := 0; ; attempt++ {
 		reused, err := g.conn(ctx, deadline)
 		if err != nil {
-			return buf, rawResp{}, err
+			return buf, "", err
 		}
 		if err = g.arm(deadline); err == nil {
 			_, err = g.c.Write(g.req)
@@ -129,10 +122,9 @@ func (g *rawGet) get(ctx context.Context, buf []byte) ([]byte, rawResp, error) {
 			_, err = g.br.Peek(1)
 			got = err == nil
 		}
-		var r rawResp
-		keep := false
+		status, keep := "", false
 		if err == nil {
-			buf, r, keep, err = g.read(buf)
+			buf, status, keep, err = g.read(buf)
 		}
 		if keep && err == nil {
 			g.used = time.Now()
@@ -140,26 +132,27 @@ func (g *rawGet) get(ctx context.Context, buf []byte) ([]byte, rawResp, error) {
 			g.close()
 		}
 		if err == nil || err == errUseNetHTTP || errors.Is(err, errPageTooLarge) {
-			return buf, r, err
+			return buf, status, err
 		}
 		if ctx.Err() != nil {
-			return buf, rawResp{}, ctx.Err()
+			return buf, "", ctx.Err()
 		}
 		// A reused connection the server closed while idle fails before any
 		// response byte: worth one retry on a new one (as net/http does).
 		if reused && !got && attempt == 0 && staleConn(err) {
 			continue
 		}
-		return buf, rawResp{}, err
+		return buf, "", err
 	}
 }
 
 // read reads one response from g.br with net/http (skipping interim ones)
-// and its body into buf. keep says whether the connection may carry the next
-// request: the response did not ask to close it, its body was read to the
-// end, and nothing followed it. A body is never Closed: net/http's Close
-// would drain it, and a connection not read to the end is dropped instead.
-func (g *rawGet) read(buf []byte) (_ []byte, r rawResp, keep bool, err error) {
+// and its body into buf; status is the response's, "" for a 200. keep says
+// whether the connection may carry the next request: the response did not
+// ask to close it, its body was read to the end, and nothing followed it. A
+// body is never Closed: net/http's Close would drain it, and a connection not
+// read to the end is dropped instead.
+func (g *rawGet) read(buf []byte) (_ []byte, status string, keep bool, err error) {
 	var resp *http.Response
 	for interim := 0; ; interim++ {
 		if interim > 0 { // the first one's limit is get's
@@ -169,7 +162,7 @@ func (g *rawGet) read(buf []byte) (_ []byte, r rawResp, keep bool, err error) {
 			if g.lr.left <= 0 {
 				err = errHeadTooLarge
 			}
-			return buf, r, false, err
+			return buf, "", false, err
 		}
 		// Interim responses have no body (net/http gives them none); 101
 		// Switching Protocols is final.
@@ -177,35 +170,32 @@ func (g *rawGet) read(buf []byte) (_ []byte, r rawResp, keep bool, err error) {
 			break
 		}
 		if interim == maxInterim {
-			return buf, r, false, fmt.Errorf("expected a final response after %d interim ones, found another (%s)", maxInterim, resp.Status)
+			return buf, "", false, fmt.Errorf("expected a final response after %d interim ones, found another (%s)", maxInterim, resp.Status)
 		}
 	}
 	g.lr.limit(maxRawBodyBytes, errPageTooLarge)
-	r.code = resp.StatusCode
-	switch {
-	case r.code >= 300 && r.code <= 399:
-		return buf, r, false, errUseNetHTTP
-	case r.code != http.StatusOK:
+	switch code := resp.StatusCode; {
+	case code >= 300 && code <= 399:
+		return buf, "", false, errUseNetHTTP
+	case code != http.StatusOK:
 		// The status is the error. A short body is drained for the
 		// connection's sake; a long one, or one ended by the server
 		// closing, costs the connection.
-		r.status = resp.Status
-		if resp.Close || r.code < 200 {
-			return buf, r, false, nil
+		if resp.Close || code < 200 {
+			return buf, resp.Status, false, nil
 		}
 		_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		return buf, r, err == nil && atEOF(resp.Body) && g.br.Buffered() == 0, nil
+		return buf, resp.Status, err == nil && atEOF(resp.Body) && g.br.Buffered() == 0, nil
 	case resp.ContentLength > maxPageBytes:
-		return buf, r, false, errPageTooLarge
+		return buf, "", false, errPageTooLarge
 	}
 	if n := int(resp.ContentLength); n >= 0 && cap(buf) < n {
 		buf = make([]byte, 0, n)
 	}
 	if buf, err = readPage(resp.Body, buf[:0]); err != nil {
-		return buf, r, false, err
+		return buf, "", false, err
 	}
-	r.body = buf
-	return buf, r, !resp.Close && g.br.Buffered() == 0, nil
+	return buf, "", !resp.Close && g.br.Buffered() == 0, nil
 }
 
 // atEOF reports whether body, already drained, is at its end.

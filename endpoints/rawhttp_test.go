@@ -43,16 +43,7 @@ func scriptServer(t *testing.T, respond func(n int) (resp string, closeAfter boo
 			go func() {
 				defer c.Close()
 				r := bufio.NewReader(c)
-				for {
-					for {
-						line, err := r.ReadSlice('\n')
-						if err != nil {
-							return
-						}
-						if len(bytes.TrimSpace(line)) == 0 {
-							break
-						}
-					}
+				for readRequestHead(r) {
 					resp, closeAfter := respond(int(reqs.Add(1)))
 					if resp == "" { // hang until the client gives up
 						_, _ = r.ReadByte()
@@ -66,6 +57,20 @@ func scriptServer(t *testing.T, respond func(n int) (resp string, closeAfter boo
 		}
 	}()
 	return ln.Addr().String(), accepted
+}
+
+// readRequestHead reads one request head from r (a GET has no body),
+// reporting false when the connection ends first.
+func readRequestHead(r *bufio.Reader) bool {
+	for {
+		line, err := r.ReadSlice('\n')
+		if err != nil {
+			return false
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			return true
+		}
+	}
 }
 
 func ok200(extra string) string {

@@ -142,16 +142,7 @@ func serveVarying(ln net.Listener, p *varyingPage, i int, accepted *atomic.Int64
 			defer c.Close()
 			r := bufio.NewReaderSize(c, 4096)
 			var head []byte
-			for n := 0; ; n++ {
-				for { // one request head (a GET has no body)
-					line, err := r.ReadSlice('\n')
-					if err != nil {
-						return
-					}
-					if len(bytes.TrimSpace(line)) == 0 {
-						break
-					}
-				}
+			for n := 0; readRequestHead(r); n++ {
 				head = p.response(head[:0], i, n)
 				bufs := net.Buffers{head, p.tail}
 				if p.chunked {

@@ -118,13 +118,12 @@ func (s *scraper) scrape() (scheduler.Metrics, error) {
 // request failed.
 func (s *scraper) fetch() (page []byte, status string, readErr, err error) {
 	if s.raw != nil {
-		var r rawResp
-		s.buf, r, err = s.raw.get(s.ctx, s.buf)
+		s.buf, status, err = s.raw.get(s.ctx, s.buf)
 		switch {
-		case err == nil && r.code == http.StatusOK:
-			return r.body, "", nil, nil
+		case err == nil && status == "":
+			return s.buf, "", nil, nil
 		case err == nil:
-			return nil, r.status, nil, nil
+			return nil, status, nil, nil
 		case errors.Is(err, errPageTooLarge):
 			return nil, "", err, nil
 		case err != errUseNetHTTP:

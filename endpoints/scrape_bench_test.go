@@ -4,7 +4,6 @@ package endpoints
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -51,17 +50,7 @@ func cannedServer(tb testing.TB, page []byte) (addr string, stop func()) {
 			go func() {
 				defer c.Close()
 				r := bufio.NewReaderSize(c, 4096)
-				for {
-					// Read one request head (a GET has no body).
-					for {
-						line, err := r.ReadSlice('\n')
-						if err != nil {
-							return
-						}
-						if len(bytes.TrimSpace(line)) == 0 {
-							break
-						}
-					}
+				for readRequestHead(r) {
 					if _, err := c.Write(resp); err != nil {
 						return
 					}

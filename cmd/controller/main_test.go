@@ -96,7 +96,7 @@ func TestRunOnAPIServer(t *testing.T) {
 	if err := c.Create(ctx, mr); err != nil {
 		t.Fatal(err)
 	}
-	poll(t, "picker Deployment with --epp-image", func() error {
+	kubetest.Eventually(t, "picker Deployment with --epp-image", func() error {
 		d := &appsv1.Deployment{}
 		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "m-epp"}, d); err != nil {
 			return err
@@ -106,8 +106,8 @@ func TestRunOnAPIServer(t *testing.T) {
 		}
 		return nil
 	})
-	poll(t, "/readyz", func() error { return get("http://"+probes+"/readyz", "ok") })
-	poll(t, "reconcile metrics", func() error {
+	kubetest.Eventually(t, "/readyz", func() error { return get("http://"+probes+"/readyz", "ok") })
+	kubetest.Eventually(t, "reconcile metrics", func() error {
 		return get("http://"+metrics+"/metrics", `controller_runtime_reconcile_total{controller="modelroute",result="success"}`)
 	})
 }
@@ -133,17 +133,4 @@ func get(url, want string) error {
 		return fmt.Errorf("GET %s: expected 200 with %q, found %d", url, want, resp.StatusCode)
 	}
 	return nil
-}
-
-func poll(t testing.TB, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s: %v", what, err)
 }

@@ -5,8 +5,9 @@
 // scripts/kube-assets.sh fills), installing the CRDs users have (GIE's
 // InferencePool v1 from the module fastepp builds against, InferenceObjective
 // from GIE v1.5.0, where it last shipped), and the chores tests share:
-// namespaces, ServiceAccount tokens, restarting the API server, and the
-// other tools those tests run (Command, Helm).
+// namespaces, ServiceAccount tokens, restarting the API server, waiting for
+// what a controller converges (Eventually), and the other tools those tests
+// run (Command, Helm).
 //
 // There is no kubelet and no controller-manager: tests write pod status
 // themselves, and nothing garbage-collects.
@@ -289,4 +290,19 @@ func (e *Env) ServiceAccountConfig(t testing.TB, ns, name string) *rest.Config {
 // missing).
 func (e *Env) Token(t testing.TB, ns, name string) string {
 	return e.ServiceAccountConfig(t, ns, name).BearerToken
+}
+
+// Eventually polls f until it returns nil, failing the test with what and
+// f's last error after 30 s.
+func Eventually(t testing.TB, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s: %v", what, err)
 }
