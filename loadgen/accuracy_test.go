@@ -22,6 +22,12 @@ const tol = 3 * time.Millisecond
 // tens to hundreds of milliseconds).
 const tolTail = 25 * time.Millisecond
 
+// tolTTFTMean is the tolerance for the TTFT mean over the 20 requests: the
+// one request that dials may be up to tolTail late, which moves the mean by
+// up to tolTail/20 on top of the usual noise (a CI run under -race measured
+// +3.3 ms with p50 +2.0 ms and that request +17 ms).
+const tolTTFTMean = tol + tolTail/20
+
 func within(t *testing.T, name string, got float64, want time.Duration) {
 	t.Helper()
 	withinTol(t, name, got, want, tol)
@@ -108,7 +114,7 @@ func TestAccuracyAgainstScriptedServer(t *testing.T) {
 			withinTol(t, "ttft p99", sum.TTFT.P99, tc.ttft, tolTail)
 			within(t, "itl p50", sum.ITL.P50, tc.itl)
 			withinTol(t, "itl p99", sum.ITL.P99, tc.itl, tolTail)
-			within(t, "ttft mean", sum.TTFT.Mean, tc.ttft)
+			withinTol(t, "ttft mean", sum.TTFT.Mean, tc.ttft, tolTTFTMean)
 			within(t, "itl mean", sum.ITL.Mean, tc.itl)
 			within(t, "tpot mean", sum.TPOT.Mean, tc.itl)
 			within(t, "e2e p50", sum.E2E.P50, e2e)
