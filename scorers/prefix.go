@@ -398,18 +398,29 @@ func (p *PrefixScorer) match(st *prefixState, v *prefixView, r *scheduler.Reques
 // matchTable counts the leading hashes t holds, flagged inPrev when some
 // were found only in the previous generation.
 func matchTable(t *prefixTable, hashes []uint64) int32 {
-	m, flags := 0, int32(0)
-	// One load of each generation per endpoint, not per block.
+	// One load of each generation and of its tag per endpoint, not per
+	// block; the current generation's probe is written out (hashSet.contains
+	// as a call costs a third of a matched block's time).
 	cur, prev := t.cur.Load(), t.prev.Load()
-	for m < len(hashes) {
-		h := hashes[m]
-		if !cur.contains(h) {
-			if prev == nil || !prev.contains(h) {
+	tag, slots, mask := cur.tag.Load(), cur.slots, cur.mask
+	m, flags := 0, int32(0)
+	for ; m < len(hashes); m++ {
+		h := tagged(hashes[m], tag)
+		i := h & mask
+		for probes := uint64(0); ; probes++ {
+			v := slots[i].Load()
+			if v == h {
 				break
 			}
-			flags = inPrev
+			if v&tagBits != tag || probes == mask {
+				if prev == nil || !prev.contains(hashes[m]) {
+					return int32(m) | flags
+				}
+				flags = inPrev
+				break
+			}
+			i = (i + 1) & mask
 		}
-		m++
 	}
 	return int32(m) | flags
 }
@@ -529,7 +540,7 @@ func (p *PrefixScorer) record(st *prefixState, chosen int32) {
 	if mv&inPrev != 0 {
 		t.Insert(st.hashes) // touch the blocks found in the old generation
 	} else if int(m) < len(st.hashes) {
-		t.Insert(st.hashes[m:]) // the matched prefix is already current
+		t.InsertNew(st.hashes[m:]) // the matched prefix is already current
 	}
 	if m == 0 || mv&inPrev != 0 {
 		// The first block is new or touched here: keep the reverse index's

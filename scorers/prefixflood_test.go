@@ -36,7 +36,7 @@ func longestRun(t *prefixTable) int {
 	cur := t.cur.Load()
 	best, run := 0, 0
 	for i := range cur.slots {
-		if cur.slots[i].Load() != 0 {
+		if cur.occupied(i) {
 			run++
 			best = max(best, run)
 		} else {

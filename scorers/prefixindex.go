@@ -26,28 +26,47 @@ type prefixTable struct {
 	bytes    atomic.Int64 // slot memory held (cur + prev)
 }
 
-// hashSet is an insert-only open-addressing set of non-zero uint64 hashes
-// (linear probing, load kept <= 1/2).
+// hashSet is an insert-only open-addressing set of uint64 hashes (linear
+// probing, load kept <= 1/2). A slot holds a hash with bits 56–62 replaced by
+// the set's generation tag (1..127); a slot whose tag is not the set's is
+// empty. So emptying a set for reuse is one tag change, not a store to every
+// slot (on amd64 an atomic store is a locked exchange: clearing 64Ki slots
+// that way cost more than the inserts that filled them). A set is cleared for
+// real only when its tag wraps, once in 127 reuses. Two hashes that differ
+// only in those 7 bits are the same block to the set (57 bits remain).
 type hashSet struct {
 	slots []atomic.Uint64
 	mask  uint64
-	n     int // writer-only
+	tag   atomic.Uint64 // the generation tag, in place (tagBits)
+	n     int           // writer-only
 }
 
-const minSetSlots = 64
+const (
+	minSetSlots = 64
+	tagShift    = 56
+	tagBits     = uint64(0x7F) << tagShift
+	maxTag      = 0x7F
+)
 
 func newHashSet(slots int) *hashSet {
-	return &hashSet{slots: make([]atomic.Uint64, slots), mask: uint64(slots - 1)}
+	s := &hashSet{slots: make([]atomic.Uint64, slots), mask: uint64(slots - 1)}
+	s.tag.Store(1 << tagShift)
+	return s
 }
 
+// tagged is h as s stores it under tag.
+func tagged(h, tag uint64) uint64 { return h&^tagBits | tag }
+
 func (s *hashSet) contains(h uint64) bool {
+	tag := s.tag.Load()
+	h = tagged(h, tag)
 	i := h & s.mask
 	for probes := uint64(0); probes <= s.mask; probes++ {
 		v := s.slots[i].Load()
 		if v == h {
 			return true
 		}
-		if v == 0 {
+		if v&tagBits != tag {
 			return false
 		}
 		i = (i + 1) & s.mask
@@ -55,15 +74,17 @@ func (s *hashSet) contains(h uint64) bool {
 	return false
 }
 
-// add inserts h; the caller guarantees room (n < len/2).
+// add inserts h; the caller (the one writer) guarantees room (n < len/2).
 func (s *hashSet) add(h uint64) bool {
+	tag := s.tag.Load()
+	h = tagged(h, tag)
 	i := h & s.mask
 	for {
 		v := s.slots[i].Load()
 		if v == h {
 			return false
 		}
-		if v == 0 {
+		if v&tagBits != tag {
 			s.slots[i].Store(h)
 			s.n++
 			return true
@@ -72,10 +93,23 @@ func (s *hashSet) add(h uint64) bool {
 	}
 }
 
+// occupied reports whether slot i holds a hash of the current generation.
+func (s *hashSet) occupied(i int) bool {
+	return s.slots[i].Load()&tagBits == s.tag.Load()
+}
+
+// reset empties s by moving to the next tag; when the tags wrap, every slot
+// is cleared (a slot left from 127 reuses ago would otherwise look current).
+// A reader still probing s may then miss blocks: a false negative.
 func (s *hashSet) reset() {
-	for i := range s.slots {
-		s.slots[i].Store(0)
+	next := s.tag.Load()>>tagShift + 1
+	if next > maxTag {
+		for i := range s.slots {
+			s.slots[i].Store(0)
+		}
+		next = 1
 	}
+	s.tag.Store(next << tagShift)
 	s.n = 0
 }
 
@@ -116,7 +150,18 @@ func (t *prefixTable) Contains(h uint64) bool {
 }
 
 // Insert records hashes (in order) as most recently used.
-func (t *prefixTable) Insert(hashes []uint64) {
+func (t *prefixTable) Insert(hashes []uint64) { t.insert(hashes, true) }
+
+// InsertNew is Insert for blocks that follow the first block the caller
+// found in neither generation (a pick's unmatched tail). It skips the lookup
+// in the previous generation that only keeps stored exact: a chained hash
+// there would mean its prefix was evicted before it, which only a rotation in
+// the middle of one prompt's insert can cause. Such a block is counted twice
+// in stored until the next rotation recounts it (an overstatement of at most
+// the blocks of one prompt, and only in the index-size metric).
+func (t *prefixTable) InsertNew(hashes []uint64) { t.insert(hashes, false) }
+
+func (t *prefixTable) insert(hashes []uint64, checkPrev bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, h := range hashes {
@@ -134,7 +179,7 @@ func (t *prefixTable) Insert(hashes []uint64) {
 			}
 		}
 		if cur.add(h) {
-			if p := t.prev.Load(); p == nil || !p.contains(h) {
+			if p := t.prev.Load(); !checkPrev || p == nil || !p.contains(h) {
 				t.stored.Add(1)
 			}
 		}
@@ -145,8 +190,8 @@ func (t *prefixTable) Insert(hashes []uint64) {
 func (t *prefixTable) grow(cur *hashSet) *hashSet {
 	nt := newHashSet(2 * len(cur.slots))
 	for i := range cur.slots {
-		if v := cur.slots[i].Load(); v != 0 {
-			nt.add(v)
+		if cur.occupied(i) {
+			nt.add(cur.slots[i].Load())
 		}
 	}
 	t.cur.Store(nt)
@@ -161,14 +206,6 @@ func (t *prefixTable) grow(cur *hashSet) *hashSet {
 func (t *prefixTable) rotate() *hashSet {
 	old := t.prev.Load()
 	cur := t.cur.Load()
-	dropped := int64(0)
-	if old != nil {
-		for i := range old.slots {
-			if v := old.slots[i].Load(); v != 0 && !cur.contains(v) {
-				dropped++
-			}
-		}
-	}
 	t.prev.Store(cur)
 	limit := t.maxSlots()
 	var nc *hashSet
@@ -184,6 +221,7 @@ func (t *prefixTable) rotate() *hashSet {
 		t.bytes.Add(int64(len(nc.slots)) * 8)
 	}
 	t.cur.Store(nc)
-	t.stored.Add(-dropped)
+	// What is stored is now the old cur: each of its n blocks was added once.
+	t.stored.Store(int64(cur.n))
 	return nc
 }
