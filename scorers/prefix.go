@@ -1,8 +1,10 @@
 package scorers
 
 import (
+	"encoding/binary"
 	"fmt"
 	"hash/maphash"
+	"math/bits"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -26,22 +28,23 @@ var (
 //
 // Blocks are blockSizeTokens×4 bytes of the prompt (bytes straight from the
 // request body; a block may straddle two prompt spans). Each whole block is
-// hashed on its own with hash/maphash under a key drawn at random for each
-// scorer instance, then the hashes are chained: h(i) = chain(h(i−1),
-// maphash(block i)), starting from maphash of the model name (mixed with
-// cache_salt when given), so h(i) identifies the whole prefix up to block i,
-// like GIE's chained block hash. The values differ from GIE's and between
-// processes (the index is private to this process): the key is what keeps a
-// client from crafting prompts whose hashes pile into one run of index slots
-// (with an unkeyed hash, 25,000 crafted prompts made picks 80× slower).
-// maphash is also the fastest keyed block hash measured (BenchmarkBlockHash,
-// 2 KB prompt in 64-byte blocks, min of 400 interleaved rounds on this
-// project's shared 2-vCPU VM: maphash 124 ns, a hand-inlined keyed
-// multiply-fold over the 8 words of a block with bits.Mul64 126 ns, xxhash64
-// 265 ns; maphash uses the CPU's AES instructions). Hashing a 2 KB prompt
-// whole (hashPrompt) took 230 ns, of which ~40 ns went to the serial chain's
-// two multiplies per block; chain now takes one (191 ns). At most
-// maxPrefixBlocksToMatch blocks are considered (maxPrefixTokensToMatch / blockSizeTokens when
+// hashed on its own with blockHash (prefixhash.go: a keyed multiply-fold,
+// the wyhash construction) under a key drawn at random for each scorer
+// instance, then the hashes are chained: h(i) = chain(h(i−1), blockHash(block
+// i)), starting from hash/maphash of the model name under another per-instance
+// key (mixed with cache_salt when given), so h(i) identifies the whole prefix
+// up to block i, like GIE's chained block hash. The values differ from GIE's
+// and between processes (the index is private to this process): the key is
+// what keeps a client from crafting prompts whose hashes pile into one run of
+// index slots (with an unkeyed hash, 25,000 crafted prompts made picks 80×
+// slower). For the default 64-byte blocks the fold is written out in
+// hashPrompt's loop, where a call would spill every register, and the chain
+// runs in the same loop: a 2 KB prompt hashes in ~140 ns (BenchmarkHashPrompt;
+// ~210 ns with hash/maphash per block, which uses the CPU's AES instructions
+// but costs a call per block; BenchmarkBlockHash compares the block hashes
+// alone: maphash ~178 ns, the fold as a call ~150 ns, xxhash64 ~305 ns per
+// 2 KB on this project's shared 2-vCPU VM). At most maxPrefixBlocksToMatch
+// blocks are considered (maxPrefixTokensToMatch / blockSizeTokens when
 // maxPrefixTokensToMatch is set, GIE's token bound). The deprecated blockSize
 // is ignored, as GIE v1.5.0 ignores it (a note says so). Each endpoint
 // remembers the blocks of the prompts sent to it, bounded by
@@ -120,7 +123,8 @@ type PrefixScorer struct {
 	cfg       PrefixConfig
 	blockSize int          // bytes
 	maxBlocks int          // cfg.MaxBlocks()
-	key       maphash.Seed // per instance, secret: keys every block hash
+	key       maphash.Seed // per instance, secret: keys the model name's hash
+	bkey      blockKey     // per instance, secret: keys every block hash
 	slot      int
 	notes     []string // how the parameters were read (Noter)
 
@@ -266,6 +270,7 @@ func NewPrefixScorer(name string, cfg PrefixConfig) (*PrefixScorer, error) {
 	p := &PrefixScorer{
 		base:   newBase(PrefixScorerType, name),
 		key:    maphash.MakeSeed(),
+		bkey:   newBlockKey(),
 		tables: map[uint32]*prefixTable{},
 	}
 	p.rev.holds = p.holds
@@ -552,9 +557,10 @@ func (p *PrefixScorer) record(st *prefixState, chosen int32) {
 
 // hashPrompt fills st.hashes with the prefix hash at the end of each whole
 // block of the prompt (spans concatenated), up to PrefixConfig.MaxBlocks:
-// h(i) = chain(h(i−1), maphash(key, block i)), h(−1) = maphash of the model
-// name (and cache_salt). Whole blocks inside one span are hashed straight from the body;
-// a block that straddles two spans is assembled in a small buffer.
+// h(i) = chain(h(i−1), blockHash(bkey, block i)), h(−1) = maphash of the
+// model name (and cache_salt). Whole blocks inside one span are hashed
+// straight from the body; a block that straddles two spans is assembled in a
+// small buffer.
 func (p *PrefixScorer) hashPrompt(st *prefixState, r *scheduler.Request) []uint64 {
 	hs := st.hashes[:0]
 	h := maphash.String(p.key, r.Model)
@@ -582,11 +588,27 @@ func (p *PrefixScorer) hashPrompt(st *prefixState, r *scheduler.Request) []uint6
 			if len(hs) >= limit {
 				break
 			}
-			hs = append(hs, maphash.Bytes(p.key, carry))
+			h = chain(h, blockHash(&p.bkey, carry))
+			hs = append(hs, nonZero(h))
 			carry = carry[:0]
 		}
+		if bs == 64 {
+			// hash64, written out: a call here spills every register.
+			k := &p.bkey
+			for len(b) >= 64 && len(hs) < limit {
+				w := b[:64:64]
+				h1, l1 := bits.Mul64(binary.LittleEndian.Uint64(w[0:])^k[0], binary.LittleEndian.Uint64(w[8:])^k[1])
+				h2, l2 := bits.Mul64(binary.LittleEndian.Uint64(w[16:])^k[2], binary.LittleEndian.Uint64(w[24:])^k[3])
+				h3, l3 := bits.Mul64(binary.LittleEndian.Uint64(w[32:])^k[4], binary.LittleEndian.Uint64(w[40:])^k[5])
+				h4, l4 := bits.Mul64(binary.LittleEndian.Uint64(w[48:])^k[6], binary.LittleEndian.Uint64(w[56:])^k[7])
+				h = chain(h, foldMix((h1^l1)+(h2^l2)+(h3^l3)+(h4^l4)+64, k[8]))
+				hs = append(hs, nonZero(h))
+				b = b[64:]
+			}
+		}
 		for len(b) >= bs && len(hs) < limit {
-			hs = append(hs, maphash.Bytes(p.key, b[:bs]))
+			h = chain(h, blockHash(&p.bkey, b[:bs]))
+			hs = append(hs, nonZero(h))
 			b = b[bs:]
 		}
 		if len(hs) >= limit {
@@ -595,12 +617,6 @@ func (p *PrefixScorer) hashPrompt(st *prefixState, r *scheduler.Request) []uint6
 		carry = append(carry, b...)
 	}
 	st.carry = carry[:0]
-	// Chain in a second pass: the block hashes above are independent of each
-	// other, so the CPU overlaps them; only this cheap mix is serial.
-	for i, b := range hs {
-		h = chain(h, b)
-		hs[i] = nonZero(h)
-	}
 	return hs
 }
 
