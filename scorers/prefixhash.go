@@ -64,11 +64,6 @@ func blockHash(k *blockKey, b []byte) uint64 {
 	return foldMix(acc, k[8])
 }
 
-// hash64 is blockHash of the first 64 bytes of b (the default block).
-func hash64(k *blockKey, b []byte) uint64 {
-	return foldMix(kernel64(k, b)+64, k[8])
-}
-
 // kernel64 folds the first 64 bytes of b under k[0..7].
 func kernel64(k *blockKey, b []byte) uint64 {
 	w := b[:64:64]

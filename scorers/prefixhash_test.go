@@ -49,6 +49,37 @@ func BenchmarkBlockHash(b *testing.B) {
 	_ = sink
 }
 
+// TestHashPromptIsBlockHash: hashPrompt's written-out loop for 64-byte
+// blocks gives blockHash's values, chained, for every block size the loop
+// and the generic path share a prompt with (16-token blocks are the written
+// out loop; 15 and 17 the generic one).
+func TestHashPromptIsBlockHash(t *testing.T) {
+	for _, tokens := range []int{15, 16, 17} {
+		cfg := DefaultPrefixConfig()
+		cfg.BlockSizeTokens = tokens
+		p := newPrefix(t, cfg)
+		prompt := text(2048+13, uint64(tokens))
+		r := &scheduler.Request{Model: "m"}
+		r.SetPrompt(prompt)
+		got := p.hashPrompt(&prefixState{}, r)
+		bs := tokens * bytesPerToken
+		h := maphash.String(p.key, "m")
+		var want []uint64
+		for off := 0; off+bs <= len(prompt); off += bs {
+			h = chain(h, blockHash(&p.bkey, prompt[off:off+bs]))
+			want = append(want, nonZero(h))
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%d-token blocks: %d hashes, want %d", tokens, len(got), len(want))
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("%d-token blocks: block %d hash %#x, want %#x (chained blockHash)", tokens, i, got[i], want[i])
+			}
+		}
+	}
+}
+
 // TestBlockHashSpreads: blocks differing in one bit anywhere, or only in
 // length, hash differently, and two keys give unrelated values.
 func TestBlockHashSpreads(t *testing.T) {
