@@ -297,13 +297,20 @@ var benchCases = []struct {
 // per request is measured apart from the client's. picker=none is the
 // floor: stock grpc-go and protobuf (grpc.NewServer() with no options), no
 // parsing, no pick, the body echoed in the server's chunk size.
+// picker=lean (only when benchVariantsEnv lists "lean") is the same floor on
+// serveLean, a prototype HTTP/2 transport measured for comparison, not the
+// product's server.
 func BenchmarkExtProc(b *testing.B) {
 	for _, tc := range benchCases {
 		bodies := benchBodies(64, tc.size)
 		name := fmt.Sprintf("endpoints=%d/body=%s", tc.endpoints, tc.label)
 		pickers := []string{"default", "none"}
 		for _, v := range strings.Split(os.Getenv(benchVariantsEnv), ",") {
-			if v != "" {
+			switch v {
+			case "":
+			case "lean": // the lean floor, not a server option set
+				pickers = append(pickers, "lean")
+			default:
 				pickers = append(pickers, "default/opts="+v)
 			}
 		}
@@ -320,12 +327,15 @@ func BenchmarkExtProc(b *testing.B) {
 // default and the floor in the same process (the only fair comparison on a
 // shared machine): a comma-separated list of option sets, each a
 // "+"-separated list of benchServerOptions names, e.g.
-// FASTEPP_EXTPROC_BENCH_VARIANTS=workers64,static+workers64.
+// FASTEPP_EXTPROC_BENCH_VARIANTS=workers64,static+workers64. The item
+// "lean" adds picker=lean instead: the floor served by serveLean
+// (leanfloor_test.go), a benchmark-only prototype transport.
 const benchVariantsEnv = "FASTEPP_EXTPROC_BENCH_VARIANTS"
 
 // benchChildEnv selects TestExtProcBenchChild's server: "default:N" (the
 // ext_proc server, default plan, N endpoints, as cmd/epp serves it),
-// "default:N:OPTIONS" (a benchVariantsEnv variant) or "none" (the floor).
+// "default:N:OPTIONS" (a benchVariantsEnv variant), "none" (the floor) or
+// "lean" (the floor on serveLean, a prototype transport for comparison).
 const benchChildEnv = "FASTEPP_EXTPROC_BENCH_CHILD"
 
 // benchChildProfileEnv, when set to a path prefix, makes each bench child
@@ -451,6 +461,7 @@ func TestExtProcBenchChild(t *testing.T) {
 	case mode == "none":
 		g = grpc.NewServer() // stock grpc-go: the floor
 		extprocv3.RegisterExternalProcessorServer(g, newFloorServer())
+	case mode == "lean": // the floor on a prototype transport: serveLean below
 	case strings.HasPrefix(mode, "default:"):
 		ns, opts, _ := strings.Cut(strings.TrimPrefix(mode, "default:"), ":")
 		n, err := strconv.Atoi(ns)
@@ -470,7 +481,7 @@ func TestExtProcBenchChild(t *testing.T) {
 			srv.Register(g)
 		}
 	default:
-		t.Fatalf("%s=%q: expected none or default:N", benchChildEnv, mode)
+		t.Fatalf("%s=%q: expected none, lean or default:N", benchChildEnv, mode)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -502,7 +513,11 @@ func TestExtProcBenchChild(t *testing.T) {
 			}
 		}()
 	}
-	go g.Serve(lis)
+	if g != nil {
+		go g.Serve(lis)
+	} else {
+		go serveLean(lis)
+	}
 	fmt.Println(lis.Addr().String())
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() { // until the benchmark closes stdin
@@ -512,7 +527,11 @@ func TestExtProcBenchChild(t *testing.T) {
 			fmt.Println(ms.Mallocs)
 		}
 	}
-	g.Stop()
+	if g != nil {
+		g.Stop()
+	} else {
+		lis.Close() // serveLean closes its connections
+	}
 }
 
 // fakeStream replays one request's messages to a server without gRPC.
