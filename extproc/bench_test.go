@@ -59,40 +59,61 @@ func (f *floorServer) Process(ps extprocv3.ExternalProcessor_ProcessServer) erro
 		if err != nil {
 			return err
 		}
-		switch r := msg.Request.(type) {
-		case *extprocv3.ProcessingRequest_RequestHeaders:
-			if r.RequestHeaders.EndOfStream {
-				if err := ps.Send(f.headers); err != nil {
-					return err
-				}
-			}
-		case *extprocv3.ProcessingRequest_RequestBody:
-			chunks = append(chunks, r.RequestBody.Body)
-			if !r.RequestBody.EndOfStream {
-				continue
-			}
-			if err := ps.Send(f.headers); err != nil {
-				return err
-			}
-			for i, c := range chunks {
-				for {
-					n := min(len(c), echoChunk) // the server's echo chunk size
-					last := i == len(chunks)-1 && n == len(c)
-					if err := ps.Send(floorEcho(c[:n], last, true)); err != nil {
-						return err
-					}
-					if c = c[n:]; len(c) == 0 {
-						break
-					}
-				}
-			}
+		if rb := msg.GetRequestBody(); rb != nil {
+			chunks = append(chunks, rb.Body) // here, not in step: it stays on the stack
+		}
+		echoed, err := f.step(msg, chunks, ps)
+		if err != nil {
+			return err
+		}
+		if echoed {
 			chunks = chunks[:0]
-		case *extprocv3.ProcessingRequest_ResponseHeaders:
-			ps.Send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{}}})
-		case *extprocv3.ProcessingRequest_ResponseBody:
-			ps.Send(floorEcho(r.ResponseBody.Body, r.ResponseBody.EndOfStream, false))
 		}
 	}
+}
+
+// floorSender is where the floor's replies go: grpc's stream, or a lean
+// floor stream (leanfloor_test.go).
+type floorSender interface {
+	Send(*extprocv3.ProcessingResponse) error
+}
+
+// step answers one message as the floor does: the destination header when
+// the request headers end the request or its body ends, the request body
+// (chunks, this message's included) echoed in echoChunk pieces when it
+// ends (echoed), the response passed through.
+func (f *floorServer) step(msg *extprocv3.ProcessingRequest, chunks [][]byte, out floorSender) (echoed bool, err error) {
+	switch r := msg.Request.(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		if r.RequestHeaders.EndOfStream {
+			return false, out.Send(f.headers)
+		}
+	case *extprocv3.ProcessingRequest_RequestBody:
+		if !r.RequestBody.EndOfStream {
+			return false, nil
+		}
+		if err := out.Send(f.headers); err != nil {
+			return false, err
+		}
+		for i, c := range chunks {
+			for {
+				n := min(len(c), echoChunk) // the server's echo chunk size
+				last := i == len(chunks)-1 && n == len(c)
+				if err := out.Send(floorEcho(c[:n], last, true)); err != nil {
+					return false, err
+				}
+				if c = c[n:]; len(c) == 0 {
+					break
+				}
+			}
+		}
+		return true, nil
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		return false, out.Send(&extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{}}})
+	case *extprocv3.ProcessingRequest_ResponseBody:
+		return false, out.Send(floorEcho(r.ResponseBody.Body, r.ResponseBody.EndOfStream, false))
+	}
+	return false, nil
 }
 
 // destMetadata is the envoy.lb dynamic metadata carrying dest.

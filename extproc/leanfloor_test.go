@@ -115,6 +115,7 @@ type leanConn struct {
 }
 
 type leanStream struct {
+	conn        *leanConn
 	id          uint32
 	sendWindow  int64
 	recvWindow  int64
@@ -337,7 +338,7 @@ func (c *leanConn) headersFrame(f *http2.MetaHeadersFrame) error {
 		}
 		return nil
 	}
-	s := &leanStream{id: id, sendWindow: c.peerInitWin, recvWindow: leanStreamWindow}
+	s := &leanStream{conn: c, id: id, sendWindow: c.peerInitWin, recvWindow: leanStreamWindow}
 	s.in, s.out = c.getBuf(), c.getBuf()
 	c.streams[id] = s
 	if f.StreamEnded() {
@@ -433,7 +434,8 @@ func (c *leanConn) data(s *leanStream, p []byte) {
 	}
 }
 
-// handle is floorServer.Process for one message: it returns false when the
+// handle is floorServer.Process for one message (floorServer.step, with
+// the lean floor's limit on a buffered body): it returns false when the
 // stream has ended.
 func (c *leanConn) handle(s *leanStream, b []byte) bool {
 	msg := new(extprocv3.ProcessingRequest) // as grpc-go's generated Recv
@@ -441,43 +443,30 @@ func (c *leanConn) handle(s *leanStream, b []byte) bool {
 		c.finish(s, codes.Internal, "grpc: failed to unmarshal the received message: "+err.Error())
 		return false
 	}
-	switch r := msg.Request.(type) {
-	case *extprocv3.ProcessingRequest_RequestHeaders:
-		if r.RequestHeaders.EndOfStream {
-			return c.send(s, c.floor.headers)
-		}
-	case *extprocv3.ProcessingRequest_RequestBody:
-		s.chunks = append(s.chunks, r.RequestBody.Body)
-		if s.nbody += len(r.RequestBody.Body); s.nbody > leanMaxBuffered {
+	if rb := msg.GetRequestBody(); rb != nil {
+		if s.nbody += len(rb.Body); s.nbody > leanMaxBuffered {
 			c.finish(s, codes.ResourceExhausted, "lean: request body too large")
 			return false
 		}
-		if !r.RequestBody.EndOfStream {
-			return true
-		}
-		if !c.send(s, c.floor.headers) {
-			return false
-		}
-		for i, ch := range s.chunks {
-			for {
-				n := min(len(ch), echoChunk)
-				last := i == len(s.chunks)-1 && n == len(ch)
-				if !c.send(s, floorEcho(ch[:n], last, true)) {
-					return false
-				}
-				if ch = ch[n:]; len(ch) == 0 {
-					break
-				}
-			}
-		}
+		s.chunks = append(s.chunks, rb.Body)
+	}
+	echoed, err := c.floor.step(msg, s.chunks, s)
+	if echoed {
 		clear(s.chunks)
 		s.chunks, s.nbody = s.chunks[:0], 0
-	case *extprocv3.ProcessingRequest_ResponseHeaders:
-		return c.send(s, &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{}}})
-	case *extprocv3.ProcessingRequest_ResponseBody:
-		return c.send(s, floorEcho(r.ResponseBody.Body, r.ResponseBody.EndOfStream, false))
 	}
-	return true
+	return err == nil
+}
+
+// errLeanEnded: the stream ended while the floor's step was sending.
+var errLeanEnded = errors.New("lean: stream ended")
+
+// Send makes a lean stream the floor's floorSender.
+func (s *leanStream) Send(m *extprocv3.ProcessingResponse) error {
+	if !s.conn.send(s, m) {
+		return errLeanEnded
+	}
+	return nil
 }
 
 // send queues one message on the stream; drainAll writes it.
