@@ -115,12 +115,18 @@ func benchSetup(tb testing.TB, plan *scheduler.Plan, n int) (*scheduler.Schedule
 func pickAll(tb testing.TB, s *scheduler.Scheduler, c *scheduler.Cycle, req *scheduler.Request, ps [][]byte) {
 	for _, p := range ps {
 		req.SetPrompt(p)
-		res, err := s.Pick(c, req)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		res.Release()
+		pickRelease(tb, s, c, req)
 	}
+}
+
+// pickRelease picks with req and releases the result at once; an error
+// fails the test.
+func pickRelease(tb testing.TB, s *scheduler.Scheduler, c *scheduler.Cycle, req *scheduler.Request) {
+	res, err := s.Pick(c, req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	res.Release()
 }
 
 // commonPrompt is the 1 KB system prompt of the default-common cases.
@@ -149,11 +155,7 @@ func benchSetupCommon(tb testing.TB, plan *scheduler.Plan, n int) (*scheduler.Sc
 		p := append(slices.Clone(common), fmt.Sprintf("endpoint %d: warm-up", i)...)
 		req.SetPrompt(p)
 		req.Subset, req.HasSubset = []netip.Addr{e.H.Addr}, true
-		res, err := s.Pick(c, &req)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		res.Release()
+		pickRelease(tb, s, c, &req)
 	}
 	req.Subset, req.HasSubset = nil, false
 	var ps [][]byte

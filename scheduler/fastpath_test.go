@@ -357,19 +357,11 @@ func TestFastPickAllocs(t *testing.T) {
 					// only the pick after it.
 					return
 				}
-				res, err := s.Pick(c, &req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				res.Release()
+				pickRelease(t, s, c, &req)
 			})
 			if mode == "publish" {
 				allocs = testing.AllocsPerRun(1, func() {
-					res, err := s.Pick(c, &req)
-					if err != nil {
-						t.Fatal(err)
-					}
-					res.Release()
+					pickRelease(t, s, c, &req)
 				})
 			}
 			if allocs != 0 {
@@ -395,11 +387,7 @@ func TestFastPickAllocsCrowded(t *testing.T) {
 		allocs := testing.AllocsPerRun(300, func() {
 			req.SetPrompt(ps[i%len(ps)])
 			i++
-			res, err := s.Pick(c, &req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			res.Release()
+			pickRelease(t, s, c, &req)
 		})
 		if allocs != 0 {
 			t.Errorf("%d endpoints: %v allocs per probing fast pick, want 0", n, allocs)

@@ -25,11 +25,7 @@ func TestPickAllocs(t *testing.T) {
 		allocs := testing.AllocsPerRun(500, func() {
 			req.SetPrompt(ps[i%len(ps)])
 			i++
-			res, err := s.Pick(c, &req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			res.Release()
+			pickRelease(t, s, c, &req)
 		})
 		if allocs != 0 {
 			t.Errorf("%s/%d: %v allocs per pick, want 0", tc.name, tc.n, allocs)
