@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"log/slog"
 	"strings"
 	"testing"
 
@@ -12,7 +11,6 @@ import (
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -377,38 +375,18 @@ func (c *codecStream) SendMsg(m any) error {
 // fastepp's in steady state. gRPC's own transport allocations per request
 // are what BenchmarkExtProc reports as server-allocs/req.
 func TestZeroAllocsPerRequestWire(t *testing.T) {
-	if raceEnabled {
-		t.Skip("the race detector makes sync.Pool drop items")
-	}
-	p := newPool(t, nil, 8)
-	srv, err := New(p.sched, Options{Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := benchBodies(1, 2<<10)[0]
+	srv, p, msgs := zeroAllocsSetup(t)
 	var in []mem.BufferSlice
-	for _, m := range []*extprocv3.ProcessingRequest{
-		reqHeadersMsg(postHeaders("/v1/chat/completions", len(body), "x-request-id", "0123456789abcdef0123456789abcdef"), false, duplex, nil),
-		reqBodyMsg(body[:1000], false),
-		reqBodyMsg(body[1000:], true),
-		respHeadersMsg(hdrs(":status", "200"), false),
-		respBodyMsg([]byte(`data: {"usage":{"prompt_tokens":5,"completion_tokens":1}}`+"\n\n"), true),
-	} {
+	for _, m := range msgs {
 		b, _ := proto.Marshal(m)
 		in = append(in, mem.BufferSlice{mem.Copy(b, mem.DefaultBufferPool())})
 	}
 	cs := &codecStream{ctx: context.Background(), in: in}
-	run := func() {
+	checkZeroAllocs(t, p, func() int {
 		cs.next, cs.sent = 0, 0
 		if err := processHandler(srv, cs); err != nil {
 			t.Fatal(err)
 		}
-	}
-	run()
-	if cs.sent != 4 || p.inflight() != 0 {
-		t.Fatalf("sent %d answers (want 4), in-flight %d", cs.sent, p.inflight())
-	}
-	if n := testing.AllocsPerRun(200, run); n > 0 {
-		t.Errorf("%v allocations per request, want 0", n)
-	}
+		return cs.sent
+	})
 }
