@@ -325,69 +325,93 @@ func (s *Server) getStream() *stream {
 }
 
 func (s *Server) serve(st *stream, ps extprocv3.ExternalProcessor_ProcessServer) (err error) {
-	s.open.Add(1)
-	defer s.open.Add(-1)
-	st.ps = ps
-	st.startIdle()
+	s.begin(st, ps)
 	defer func() {
-		r := recover()
-		st.endSpan()
-		st.stopIdle()
-		st.unbuffer()
-		st.release()
-		if st.cycle != nil {
-			s.cycles.Put(st.cycle)
-			st.cycle = nil
-		}
-		st.in.release()
-		if r != nil {
-			// A bug, not bad input: answer 500 if the request is still
-			// open, and drop the state rather than pool it.
-			if ok, skipped := s.errLog.allow(); ok {
-				s.log.Error("extproc: panic in stream", "panic", r, "similar_lines_skipped", skipped)
-			}
-			if st.phase < phResponse {
-				_ = st.immediate(500, "internal error")
-			}
+		if r := recover(); r != nil {
+			s.end(st, r)
 			err = nil
 			return
 		}
-		st.ps = nil
-		st.fps = fastStream{}
-		if cap(st.buf) > maxPooledBuf {
-			st.buf = nil
-		}
-		if cap(st.out) > maxPooledBuf {
-			st.out = nil
-		}
-		st.body, st.req.Body, st.req.CacheSalt = nil, nil, nil
-		st.rep.clear()
-		s.streams.Put(st)
+		s.end(st, nil)
 	}()
 	for {
 		st.waitUnlock()
 		msg, rerr := ps.Recv()
-		if st.track && st.lockExpired() {
-			// The idle timer answered 408 while we waited: the request is
-			// over, whatever Recv returned.
-			return nil
-		}
-		if rerr != nil {
-			if rerr == io.EOF {
-				// The proxy closed the stream: the response ended here when it
-				// did not send (or we were not sent) its end.
-				if st.phase == phResponse {
-					st.finish()
-				}
-				return nil
-			}
-			return rerr // broken stream or client cancel: state is released by the defer
-		}
-		done, perr := st.handle(msg)
-		if perr != nil || done {
-			return perr
+		if done, err := st.next(msg, rerr); done {
+			return err
 		}
 	}
+}
+
+// begin starts serving st on ps: the stream counts as open, and its
+// request phase is timed (the caller then holds st.mu: it calls
+// st.waitUnlock before it waits for a message).
+func (s *Server) begin(st *stream, ps extprocv3.ExternalProcessor_ProcessServer) {
+	s.open.Add(1)
+	st.ps = ps
+	st.startIdle()
+}
+
+// next takes what a Recv returned (a message, or an error with io.EOF for
+// the proxy's end of the stream) and handles it. done means the stream is
+// over, with err (nil, or the broken stream's error); else the caller calls
+// st.waitUnlock and waits for the next message.
+func (st *stream) next(msg *extprocv3.ProcessingRequest, rerr error) (done bool, err error) {
+	if st.track && st.lockExpired() {
+		// The idle timer answered 408 while we waited: the request is
+		// over, whatever Recv returned.
+		return true, nil
+	}
+	if rerr != nil {
+		if rerr == io.EOF {
+			// The proxy closed the stream: the response ended here when it
+			// did not send (or we were not sent) its end.
+			if st.phase == phResponse {
+				st.finish()
+			}
+			return true, nil
+		}
+		return true, rerr // broken stream or client cancel: state is released by end
+	}
+	done, err = st.handle(msg)
+	return done || err != nil, err
+}
+
+// end releases a stream's state once it is over and pools it; r is a
+// recovered panic (a bug, not bad input), or nil. After a panic the request
+// is answered 500 if it is still open, and the state is dropped rather than
+// pooled.
+func (s *Server) end(st *stream, r any) {
+	defer s.open.Add(-1)
+	st.endSpan()
+	st.stopIdle()
+	st.unbuffer()
+	st.release()
+	if st.cycle != nil {
+		s.cycles.Put(st.cycle)
+		st.cycle = nil
+	}
+	st.in.release()
+	if r != nil {
+		if ok, skipped := s.errLog.allow(); ok {
+			s.log.Error("extproc: panic in stream", "panic", r, "similar_lines_skipped", skipped)
+		}
+		if st.phase < phResponse {
+			_ = st.immediate(500, "internal error")
+		}
+		return
+	}
+	st.ps = nil
+	st.fps = fastStream{}
+	if cap(st.buf) > maxPooledBuf {
+		st.buf = nil
+	}
+	if cap(st.out) > maxPooledBuf {
+		st.out = nil
+	}
+	st.body, st.req.Body, st.req.CacheSalt = nil, nil, nil
+	st.rep.clear()
+	s.streams.Put(st)
 }
 
 // handle processes one message; done ends the stream (after an immediate

@@ -233,6 +233,12 @@ func (w *wireReq) decode(data mem.BufferSlice) error {
 		data.CopyTo(w.scratch)
 		b = w.scratch
 	}
+	return w.decodeBytes(b)
+}
+
+// decodeBytes decodes one message from b, which the caller keeps unchanged
+// until the next message (bodies alias it).
+func (w *wireReq) decodeBytes(b []byte) error {
 	if w.fast(b) {
 		return nil
 	}
