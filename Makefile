@@ -18,9 +18,12 @@ build:
 # executes in CI (100 iterations each, not a measurement). The Kubernetes
 # tests run a real kube-apiserver and etcd, and render the chart with helm:
 # kube-assets builds them first (once per machine, ~15 min; cached by
-# version, see scripts/kube-assets.sh and scripts/helm.sh).
+# version, see scripts/kube-assets.sh and scripts/helm.sh). The extproc
+# package's tests run a second time with its server on the direct transport
+# (extproc/direct.go) instead of grpc-go.
 test: kube-assets
 	$(GO) test -race -count=1 -timeout 10m $(PKGS)
+	FASTEPP_EXTPROC_TRANSPORT=direct $(GO) test -race -count=1 -timeout 10m ./extproc
 	$(GO) test -count=1 -timeout 10m -run 'Allocs|CrossCheck' $(PKGS)
 	$(MAKE) bench-smoke
 

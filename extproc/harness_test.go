@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -62,13 +63,21 @@ func serve(tb testing.TB, srv extprocv3.ExternalProcessorServer) *grpc.ClientCon
 	if err != nil {
 		tb.Fatal(err)
 	}
-	g := grpc.NewServer(GRPCServerOptions(0)...)
-	if s, ok := srv.(*Server); ok {
-		s.Register(g) // the fast path, as cmd/epp serves it
+	var stop func()
+	if s, ok := srv.(*Server); ok && directTransport {
+		d := s.NewDirect(DirectOptions{})
+		go d.Serve(lis)
+		stop = d.Stop
 	} else {
-		extprocv3.RegisterExternalProcessorServer(g, srv)
+		g := grpc.NewServer(GRPCServerOptions(0)...)
+		if ok {
+			s.Register(g) // the fast path, as cmd/epp serves it
+		} else {
+			extprocv3.RegisterExternalProcessorServer(g, srv)
+		}
+		go g.Serve(lis)
+		stop = g.Stop
 	}
-	go g.Serve(lis)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
 	if err != nil {
@@ -76,10 +85,15 @@ func serve(tb testing.TB, srv extprocv3.ExternalProcessorServer) *grpc.ClientCon
 	}
 	tb.Cleanup(func() {
 		conn.Close()
-		g.Stop()
+		stop()
 	})
 	return conn
 }
+
+// directTransport makes serve use the direct transport (direct.go) for a
+// *Server instead of grpc-go: FASTEPP_EXTPROC_TRANSPORT=direct, which
+// make test sets for a second run of this package's tests.
+var directTransport = os.Getenv("FASTEPP_EXTPROC_TRANSPORT") == "direct"
 
 // hdrs builds a header map from key, value pairs (RawValue, like Envoy).
 func hdrs(kv ...string) *corev3.HeaderMap {
