@@ -318,6 +318,8 @@ var benchCases = []struct {
 // per request is measured apart from the client's. picker=none is the
 // floor: stock grpc-go and protobuf (grpc.NewServer() with no options), no
 // parsing, no pick, the body echoed in the server's chunk size.
+// picker=direct is the ext_proc server as picker=default, served on the
+// direct transport (direct.go) instead of grpc-go.
 // picker=lean (only when benchVariantsEnv lists "lean") is the same floor on
 // serveLean, a prototype HTTP/2 transport measured for comparison, not the
 // product's server.
@@ -325,7 +327,7 @@ func BenchmarkExtProc(b *testing.B) {
 	for _, tc := range benchCases {
 		bodies := benchBodies(64, tc.size)
 		name := fmt.Sprintf("endpoints=%d/body=%s", tc.endpoints, tc.label)
-		pickers := []string{"default", "none"}
+		pickers := []string{"default", "direct", "none"}
 		for _, v := range strings.Split(os.Getenv(benchVariantsEnv), ",") {
 			switch v {
 			case "":
@@ -355,6 +357,7 @@ const benchVariantsEnv = "FASTEPP_EXTPROC_BENCH_VARIANTS"
 
 // benchChildEnv selects TestExtProcBenchChild's server: "default:N" (the
 // ext_proc server, default plan, N endpoints, as cmd/epp serves it),
+// "direct:N" (the same on the direct transport),
 // "default:N:OPTIONS" (a benchVariantsEnv variant), "none" (the floor) or
 // "lean" (the floor on serveLean, a prototype transport for comparison).
 const benchChildEnv = "FASTEPP_EXTPROC_BENCH_CHILD"
@@ -382,8 +385,8 @@ func benchChild(b *testing.B, picker string, endpoints int) (*grpc.ClientConn, f
 	mode := picker
 	if p, opts, ok := strings.Cut(picker, "/opts="); ok && p == "default" {
 		mode = "default:" + strconv.Itoa(endpoints) + ":" + opts
-	} else if picker == "default" {
-		mode = "default:" + strconv.Itoa(endpoints)
+	} else if picker == "default" || picker == "direct" {
+		mode = picker + ":" + strconv.Itoa(endpoints)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^TestExtProcBenchChild$", "-test.count=1")
 	cmd.Env = append(os.Environ(), benchChildEnv+"="+mode)
@@ -477,23 +480,31 @@ func TestExtProcBenchChild(t *testing.T) {
 	if mode == "" {
 		return
 	}
-	var g *grpc.Server
+	var (
+		g      *grpc.Server
+		direct *Direct
+	)
 	switch {
 	case mode == "none":
 		g = grpc.NewServer() // stock grpc-go: the floor
 		extprocv3.RegisterExternalProcessorServer(g, newFloorServer())
 	case mode == "lean": // the floor on a prototype transport: serveLean below
-	case strings.HasPrefix(mode, "default:"):
-		ns, opts, _ := strings.Cut(strings.TrimPrefix(mode, "default:"), ":")
+	case strings.HasPrefix(mode, "default:"), strings.HasPrefix(mode, "direct:"):
+		kind, rest, _ := strings.Cut(mode, ":")
+		ns, opts, _ := strings.Cut(rest, ":")
 		n, err := strconv.Atoi(ns)
 		if err != nil || n <= 0 {
-			t.Fatalf("%s=%q: expected default:N[:OPTIONS] with N > 0", benchChildEnv, mode)
+			t.Fatalf("%s=%q: expected default:N[:OPTIONS] or direct:N with N > 0", benchChildEnv, mode)
 		}
 		p := newPool(t, nil, n)
 		// As deployed: metrics registered, logger at info level.
 		srv, err := New(p.sched, Options{Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if kind == "direct" {
+			direct = srv.NewDirect(DirectOptions{})
+			break
 		}
 		g = grpc.NewServer(append(GRPCServerOptions(0), benchServerOptions(t, opts)...)...)
 		if strings.Contains("+"+opts+"+", "+stock+") {
@@ -502,7 +513,7 @@ func TestExtProcBenchChild(t *testing.T) {
 			srv.Register(g)
 		}
 	default:
-		t.Fatalf("%s=%q: expected none, lean or default:N", benchChildEnv, mode)
+		t.Fatalf("%s=%q: expected none, lean, default:N or direct:N", benchChildEnv, mode)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -534,9 +545,12 @@ func TestExtProcBenchChild(t *testing.T) {
 			}
 		}()
 	}
-	if g != nil {
+	switch {
+	case g != nil:
 		go g.Serve(lis)
-	} else {
+	case direct != nil:
+		go direct.Serve(lis)
+	default:
 		go serveLean(lis)
 	}
 	fmt.Println(lis.Addr().String())
@@ -548,9 +562,12 @@ func TestExtProcBenchChild(t *testing.T) {
 			fmt.Println(ms.Mallocs)
 		}
 	}
-	if g != nil {
+	switch {
+	case g != nil:
 		g.Stop()
-	} else {
+	case direct != nil:
+		direct.Stop()
+	default:
 		lis.Close() // serveLean closes its connections
 	}
 }
