@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -74,6 +75,14 @@ func source(o *options, sc endpoints.ScrapeConfig, log *slog.Logger) (endpoints.
 		return nil, fmt.Errorf("--endpoints-file: %w", err)
 	}
 	return &endpoints.FileSource{Path: o.endpointsFile, Logger: log, Scrape: sc}, nil
+}
+
+// extprocServer is what serves the ext_proc port: a *grpc.Server or an
+// *extproc.Direct (--extproc-transport).
+type extprocServer interface {
+	Serve(net.Listener) error
+	GracefulStop()
+	Stop()
 }
 
 // extprocHealthService is the ext_proc service name gRPC health reports.
@@ -177,24 +186,46 @@ func serve(ctx context.Context, o *options, l *config.Loaded, log *slog.Logger, 
 	if o.enableCertReload && (!o.secureServing || o.certPath == "") {
 		log.Warn("--enable-cert-reload has no effect without --secure-serving and --cert-path (as in GIE)")
 	}
+	var tc *tls.Config
 	if o.secureServing {
 		tlsCtx, stopTLS := context.WithCancel(ctx) // ends the certificate reloader with serve
 		defer stopTLS()
-		tc, err := serverTLS(tlsCtx, o.certPath, o.enableCertReload, log)
+		tc, err = serverTLS(tlsCtx, o.certPath, o.enableCertReload, log)
 		if err != nil {
 			return err
 		}
 		gopts = append(gopts, grpc.Creds(credentials.NewTLS(tc)))
 	}
-	gs := grpc.NewServer(gopts...)
-	xp.Register(gs)
 	// --health-checking: gRPC health on the ext_proc port as well, as GIE
 	// does: "" and the ext_proc service SERVING until shutdown starts.
 	var xpHealth *health.Server
 	if o.healthChecking {
 		xpHealth = health.NewServer()
 		xpHealth.SetServingStatus(extprocHealthService, healthpb.HealthCheckResponse_SERVING)
-		healthpb.RegisterHealthServer(gs, xpHealth)
+	}
+	// gs serves the ext_proc port: grpc-go, or with --extproc-transport
+	// direct extproc's own HTTP/2 transport (same TLS config, health
+	// server and receive limit; Serve, GracefulStop and Stop alike).
+	var gs extprocServer
+	switch o.extprocTransport {
+	case transportDirect:
+		dopts := extproc.DirectOptions{
+			TLS: tc,
+			// 0: the server's MaxBodyBytes (--max-request-body-bytes) plus
+			// 1 MiB, the limit GRPCServerOptions gives grpc-go.
+			MaxRecvMsgSize: 0,
+		}
+		if xpHealth != nil { // not a typed nil: Direct serves Check when Health != nil
+			dopts.Health = xpHealth
+		}
+		gs = xp.NewDirect(dopts)
+	default:
+		g := grpc.NewServer(gopts...)
+		xp.Register(g)
+		if xpHealth != nil {
+			healthpb.RegisterHealthServer(g, xpHealth)
+		}
+		gs = g
 	}
 
 	hs := health.NewServer()
@@ -281,7 +312,7 @@ func serve(ctx context.Context, o *options, l *config.Loaded, log *slog.Logger, 
 		}
 	}()
 	log.Info("epp serving", "grpc", gl.Addr().String(), "health", hl.Addr().String(), "metrics", ml.Addr().String(),
-		"tls", o.secureServing, "profiles", len(l.Plan.Profiles), "bodyMode", o.bodyMode.String())
+		"tls", o.secureServing, "transport", o.extprocTransport, "profiles", len(l.Plan.Profiles), "bodyMode", o.bodyMode.String())
 	if ready != nil {
 		ready <- addrs{gl.Addr().String(), hl.Addr().String(), ml.Addr().String()}
 	}
