@@ -958,7 +958,7 @@ func (s *dstream) Send(m *extprocv3.ProcessingResponse) error {
 	}
 	start := len(s.out)
 	if n := sizeResponse(m); n >= 0 {
-		s.out = append(s.out, make([]byte, 5+n)...) // (append of make does not allocate)
+		s.out = growTo(s.out, start+5+n)
 		if putResponse(s.out[start+5:], m) != 0 {
 			panic("extproc: reply encoding: size mismatch") // a bug in sizeResponse
 		}
@@ -977,6 +977,18 @@ func (s *dstream) Send(m *extprocv3.ProcessingResponse) error {
 		c.flush()
 	}
 	return nil
+}
+
+// growTo returns b resliced to length n, reallocated (contents kept) if its
+// capacity is short. Unlike appending zeroes it does not clear the bytes
+// the caller is about to overwrite (5% of the CPU of a 220 KB echo).
+func growTo(b []byte, n int) []byte {
+	if n <= cap(b) {
+		return b[:n]
+	}
+	nb := make([]byte, n, max(n, 2*cap(b)))
+	copy(nb, b)
+	return nb
 }
 
 // drainAll writes what the active streams' windows allow.
