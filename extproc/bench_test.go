@@ -72,8 +72,7 @@ func (f *floorServer) Process(ps extprocv3.ExternalProcessor_ProcessServer) erro
 	}
 }
 
-// floorSender is where the floor's replies go: grpc's stream, or a lean
-// floor stream (leanfloor_test.go).
+// floorSender is where the floor's replies go: grpc's stream.
 type floorSender interface {
 	Send(*extprocv3.ProcessingResponse) error
 }
@@ -320,9 +319,6 @@ var benchCases = []struct {
 // parsing, no pick, the body echoed in the server's chunk size.
 // picker=direct is the ext_proc server as picker=default, served on the
 // direct transport (direct.go) instead of grpc-go.
-// picker=lean (only when benchVariantsEnv lists "lean") is the same floor on
-// serveLean, a prototype HTTP/2 transport measured for comparison, not the
-// product's server.
 func BenchmarkExtProc(b *testing.B) {
 	for _, tc := range benchCases {
 		bodies := benchBodies(64, tc.size)
@@ -331,8 +327,6 @@ func BenchmarkExtProc(b *testing.B) {
 		for _, v := range strings.Split(os.Getenv(benchVariantsEnv), ",") {
 			switch v {
 			case "":
-			case "lean": // the lean floor, not a server option set
-				pickers = append(pickers, "lean")
 			default:
 				pickers = append(pickers, "default/opts="+v)
 			}
@@ -350,16 +344,13 @@ func BenchmarkExtProc(b *testing.B) {
 // default and the floor in the same process (the only fair comparison on a
 // shared machine): a comma-separated list of option sets, each a
 // "+"-separated list of benchServerOptions names, e.g.
-// FASTEPP_EXTPROC_BENCH_VARIANTS=workers64,static+workers64. The item
-// "lean" adds picker=lean instead: the floor served by serveLean
-// (leanfloor_test.go), a benchmark-only prototype transport.
+// FASTEPP_EXTPROC_BENCH_VARIANTS=workers64,static+workers64.
 const benchVariantsEnv = "FASTEPP_EXTPROC_BENCH_VARIANTS"
 
 // benchChildEnv selects TestExtProcBenchChild's server: "default:N" (the
 // ext_proc server, default plan, N endpoints, as cmd/epp serves it),
 // "direct:N" (the same on the direct transport),
-// "default:N:OPTIONS" (a benchVariantsEnv variant), "none" (the floor) or
-// "lean" (the floor on serveLean, a prototype transport for comparison).
+// "default:N:OPTIONS" (a benchVariantsEnv variant) or "none" (the floor).
 const benchChildEnv = "FASTEPP_EXTPROC_BENCH_CHILD"
 
 // benchChildProfileEnv, when set to a path prefix, makes each bench child
@@ -488,7 +479,6 @@ func TestExtProcBenchChild(t *testing.T) {
 	case mode == "none":
 		g = grpc.NewServer() // stock grpc-go: the floor
 		extprocv3.RegisterExternalProcessorServer(g, newFloorServer())
-	case mode == "lean": // the floor on a prototype transport: serveLean below
 	case strings.HasPrefix(mode, "default:"), strings.HasPrefix(mode, "direct:"):
 		kind, rest, _ := strings.Cut(mode, ":")
 		ns, opts, _ := strings.Cut(rest, ":")
@@ -513,7 +503,7 @@ func TestExtProcBenchChild(t *testing.T) {
 			srv.Register(g)
 		}
 	default:
-		t.Fatalf("%s=%q: expected none, lean, default:N or direct:N", benchChildEnv, mode)
+		t.Fatalf("%s=%q: expected none, default:N or direct:N", benchChildEnv, mode)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -545,13 +535,10 @@ func TestExtProcBenchChild(t *testing.T) {
 			}
 		}()
 	}
-	switch {
-	case g != nil:
-		go g.Serve(lis)
-	case direct != nil:
+	if direct != nil {
 		go direct.Serve(lis)
-	default:
-		go serveLean(lis)
+	} else {
+		go g.Serve(lis)
 	}
 	fmt.Println(lis.Addr().String())
 	in := bufio.NewScanner(os.Stdin)
@@ -562,13 +549,10 @@ func TestExtProcBenchChild(t *testing.T) {
 			fmt.Println(ms.Mallocs)
 		}
 	}
-	switch {
-	case g != nil:
-		g.Stop()
-	case direct != nil:
+	if direct != nil {
 		direct.Stop()
-	default:
-		lis.Close() // serveLean closes its connections
+	} else {
+		g.Stop()
 	}
 }
 

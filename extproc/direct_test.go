@@ -14,6 +14,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -1066,7 +1067,7 @@ func TestDirectHealth(t *testing.T) {
 				}
 			}
 			// The ext_proc service on the same connection.
-			if _, err := leanTranscript(ctx, extprocv3.NewExternalProcessorClient(conn), 0, chatBody("m", "hi"), false); err != nil {
+			if _, err := echoTranscript(ctx, extprocv3.NewExternalProcessorClient(conn), 0, chatBody("m", "hi"), false); err != nil {
 				t.Fatal(err)
 			}
 			e.waitIdle(t)
@@ -1109,7 +1110,7 @@ func TestDirectTLS(t *testing.T) {
 	defer cancel()
 	t.Run("grpc-go", func(t *testing.T) {
 		conn := e.grpcConn(t, credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: "localhost"}))
-		got, err := leanTranscript(ctx, extprocv3.NewExternalProcessorClient(conn), 0, chatBody("m", "hello"), true)
+		got, err := echoTranscript(ctx, extprocv3.NewExternalProcessorClient(conn), 0, chatBody("m", "hello"), true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1650,4 +1651,73 @@ func TestDirectMaxStreams(t *testing.T) {
 	}
 	e.waitIdle(t)
 	rc.roundTrip(id + 2)
+}
+
+// echoTranscript runs one Envoy-like FULL_DUPLEX_STREAMED request (as
+// envoyRequest, plus the response path when respBody is set) through a
+// grpc-go client and returns every answer received.
+func echoTranscript(ctx context.Context, c extprocv3.ExternalProcessorClient, i int, body []byte, respBody bool) ([]*extprocv3.ProcessingResponse, error) {
+	s, err := c.Process(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var got []*extprocv3.ProcessingResponse
+	recv := func() error {
+		r, err := s.Recv()
+		if err == nil {
+			got = append(got, r)
+		}
+		return err
+	}
+	if err := s.Send(reqHeadersMsg(postHeaders("/v1/chat/completions", len(body), "x-request-id", "req-"+strconv.Itoa(i)), false, duplex, nil)); err != nil {
+		return nil, err
+	}
+	if err := sendBody(s, body, 16<<10); err != nil {
+		return nil, err
+	}
+	if err := recv(); err != nil {
+		return nil, err
+	}
+	for {
+		if err := recv(); err != nil {
+			return nil, err
+		}
+		sr := got[len(got)-1].GetRequestBody().GetResponse().GetBodyMutation().GetStreamedResponse()
+		if sr == nil {
+			return nil, errUnexpected(got[len(got)-1])
+		}
+		if sr.EndOfStream {
+			break
+		}
+	}
+	if respBody {
+		if err := s.Send(respHeadersMsg(hdrs(":status", "200"), false)); err != nil {
+			return nil, err
+		}
+		if err := recv(); err != nil {
+			return nil, err
+		}
+		for k, part := range [][]byte{body[:len(body)/2], body[len(body)/2:]} {
+			if err := s.Send(respBodyMsg(part, k == 1)); err != nil {
+				return nil, err
+			}
+			if err := recv(); err != nil {
+				return nil, err
+			}
+		}
+		// Headers with end of stream: answered by the floor with its headers.
+		if err := s.Send(reqHeadersMsg(hdrs(":method", "GET"), true, nil, nil)); err != nil {
+			return nil, err
+		}
+		if err := recv(); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.CloseSend(); err != nil {
+		return nil, err
+	}
+	if _, err := s.Recv(); err != io.EOF {
+		return nil, fmt.Errorf("expected the stream to end, found %v", err)
+	}
+	return got, nil
 }
