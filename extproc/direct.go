@@ -902,6 +902,9 @@ func appendMessage(out, b []byte) []byte {
 // fail ends a call from the transport's side (bad framing, a limit): the
 // ext_proc stream, if any, ends as if the proxy had cancelled it.
 func (c *dconn) fail(s *dstream, code codes.Code, msg string) {
+	if s.kind == kindHealth {
+		s.out = s.out[:0] // the request kept so far, not an answer
+	}
 	if s.st != nil {
 		c.step(s, nil, status.Error(code, msg))
 		s.st = nil

@@ -688,6 +688,39 @@ func TestDirectRefusals(t *testing.T) {
 	}
 }
 
+// TestDirectHealthRefusals: a health Check the transport refuses (a second
+// message, a message over the limit, a stream ending inside a message) gets
+// its status and no data: the request bytes kept for the Check are never
+// sent back.
+func TestDirectHealthRefusals(t *testing.T) {
+	e := startDirect(t, Options{}, DirectOptions{Health: health.NewServer()})
+	req := grpcMsg(t, &healthpb.HealthCheckRequest{Service: "svc"})
+	big := grpcMsg(t, &healthpb.HealthCheckRequest{Service: strings.Repeat("s", 2000)})
+	for _, tc := range []struct {
+		name string
+		data []byte
+		code codes.Code
+	}{
+		{"two messages", append(append([]byte{}, req...), req...), codes.Internal},
+		{"message over the limit", big, codes.ResourceExhausted},
+		{"ends inside a message", req[:len(req)-2], codes.Internal},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := dialRaw(t, e.addr)
+			rc.open(1, healthCheck)
+			rc.send(1, true, tc.data)
+			r := rc.collect(1, nil)
+			if r.reset || r.grpcStatus() != strconv.Itoa(int(tc.code)) {
+				t.Fatalf("trailers %v, reset %v: expected grpc-status %d (%v)", r.trl, r.reset, tc.code, tc.code)
+			}
+			if len(r.data) != 0 {
+				t.Fatalf("%d bytes of data on a refused Check: %q", len(r.data), r.data)
+			}
+			rc.roundTrip(3)
+		})
+	}
+}
+
 // TestDirectCancel: a stream the proxy resets, or whose connection drops,
 // ends: nothing stays open or in flight.
 func TestDirectCancel(t *testing.T) {
