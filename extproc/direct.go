@@ -408,6 +408,11 @@ func (c *dconn) loop() error {
 			if errors.As(err, &se) {
 				if s := c.streams[se.StreamID]; s != nil {
 					c.reset(s)
+				} else if se.StreamID > c.lastID && se.StreamID%2 == 1 {
+					// A new stream's malformed HEADERS: the stream is
+					// closed now, and what the peer still sends on it
+					// is ignored, not an error on an idle stream.
+					c.lastID = se.StreamID
 				}
 				c.fr.WriteRSTStream(se.StreamID, se.Code)
 				continue

@@ -1571,6 +1571,10 @@ func TestDirectProtocolErrors(t *testing.T) {
 		{name: "te other than trailers", script: func(t *testing.T, rc *rawConn) {
 			rc.call(1, processMethod, "te", "gzip")
 		}, rst: http2.ErrCodeProtocol},
+		{name: "invalid header name, then DATA on that stream", script: func(t *testing.T, rc *rawConn) {
+			rc.call(1, processMethod, "X-Upper", "1") // HTTP/2 field names are lowercase
+			rc.fr.WriteData(1, false, grpcMsg(t, reqHeadersMsg(postHeaders("/v1/completions", 10), false, duplex, nil)))
+		}, rst: http2.ErrCodeProtocol},
 		{name: "pseudo-header in trailers", script: func(t *testing.T, rc *rawConn) {
 			open(t, rc)
 			rc.headers(1, true, ":path", "/x")
