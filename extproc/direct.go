@@ -231,11 +231,12 @@ type dconn struct {
 	bw     *bufio.Writer
 	fr     *http2.Framer
 
-	mu      sync.Mutex // see the top of the file
-	reading bool       // the connection goroutine is in (or at) a read: Send writes itself
-	werr    error      // the first write error: the connection is broken
-	hbuf    bytes.Buffer
-	henc    *hpack.Encoder
+	mu       sync.Mutex // see the top of the file
+	reading  bool       // the connection goroutine is in (or at) a read: Send writes itself
+	werr     error      // the first write error: the connection is broken
+	hbuf     bytes.Buffer
+	henc     *hpack.Encoder
+	frameHdr [9]byte // a DATA frame's header, being written
 
 	streams  map[uint32]*dstream
 	active   []*dstream // streams with output or trailers to write
@@ -1028,9 +1029,10 @@ func (c *dconn) drainStream(s *dstream) bool {
 		if n <= 0 {
 			return false
 		}
-		h := [9]byte{byte(n >> 16), byte(n >> 8), byte(n), byte(http2.FrameData), 0}
+		h := c.frameHdr[:] // a field: a local array would escape through bufio's Write
+		h[0], h[1], h[2], h[3], h[4] = byte(n>>16), byte(n>>8), byte(n), byte(http2.FrameData), 0
 		binary.BigEndian.PutUint32(h[5:], s.id)
-		c.bw.Write(h[:])
+		c.bw.Write(h)
 		c.bw.Write(s.out[s.outOff : s.outOff+n])
 		s.outOff += n
 		c.sendWindow -= int64(n)
