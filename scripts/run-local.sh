@@ -189,7 +189,7 @@ else
 	ready=
 	for _ in $(seq 100); do
 		page=$(http_get "http://$EPP_METRICS/metrics" 2>/dev/null || true)
-		if grep -Eq "^inference_pool_ready_pods $SERVERS\$" <<<"$page"; then
+		if grep -Eq "^inference_pool_ready_pods(\{[^}]*\})? $SERVERS\$" <<<"$page"; then
 			ready=1
 			break
 		fi
