@@ -153,12 +153,7 @@ func TestShutdownFinishesOpenStreams(t *testing.T) {
 	if err != nil {
 		t.Fatalf("open stream got no answer during shutdown: %v", err)
 	}
-	dest := ""
-	for _, o := range r.GetRequestHeaders().GetResponse().GetHeaderMutation().GetSetHeaders() {
-		if o.GetHeader().GetKey() == "x-gateway-destination-endpoint" {
-			dest = string(o.GetHeader().GetRawValue())
-		}
-	}
+	dest := destHeader(r)
 	if dest != eps[0] && dest != eps[1] {
 		t.Fatalf("routed to %q during shutdown, want one of %v", dest, eps)
 	}

@@ -51,12 +51,7 @@ func TestTransportClientGoAway(t *testing.T) {
 			if err != nil {
 				t.Fatalf("the stream open when the client sent GOAWAY got no answer: %v", err)
 			}
-			dest := ""
-			for _, o := range first.GetRequestHeaders().GetResponse().GetHeaderMutation().GetSetHeaders() {
-				if o.GetHeader().GetKey() == "x-gateway-destination-endpoint" {
-					dest = string(o.GetHeader().GetRawValue())
-				}
-			}
+			dest := destHeader(first)
 			if dest != eps[0] || grpcStatus != "0" {
 				t.Errorf("after the client's GOAWAY: routed to %q, grpc-status %q; want %s and 0", dest, grpcStatus, eps[0])
 			}

@@ -99,6 +99,33 @@ func dialExtproc(t *testing.T, addr string, useTLS bool) *grpc.ClientConn {
 	return conn
 }
 
+// destHeader is the x-gateway-destination-endpoint header of a request
+// headers answer ("" without one).
+func destHeader(r *extprocv3.ProcessingResponse) string {
+	for _, o := range r.GetRequestHeaders().GetResponse().GetHeaderMutation().GetSetHeaders() {
+		if o.GetHeader().GetKey() == "x-gateway-destination-endpoint" {
+			return string(o.GetHeader().GetRawValue())
+		}
+	}
+	return ""
+}
+
+// openStream opens an ext_proc stream on conn (15 s at most) and sends its
+// first message, the request headers: the body is still to come.
+func openStream(t *testing.T, conn *grpc.ClientConn, headers *extprocv3.ProcessingRequest) extprocv3.ExternalProcessor_ProcessClient {
+	t.Helper()
+	ctx, stop := context.WithTimeout(context.Background(), 15*time.Second)
+	t.Cleanup(stop)
+	st, err := extprocv3.NewExternalProcessorClient(conn).Process(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(headers); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 // route is routeOnce without the testing.T (for other goroutines): a full
 // request in FULL_DUPLEX_STREAMED mode, returning the chosen endpoint.
 func route(conn *grpc.ClientConn, body string) (string, error) {
@@ -123,12 +150,7 @@ func route(conn *grpc.ClientConn, body string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	dest := ""
-	for _, o := range r.GetRequestHeaders().GetResponse().GetHeaderMutation().GetSetHeaders() {
-		if o.GetHeader().GetKey() == "x-gateway-destination-endpoint" {
-			dest = string(o.GetHeader().GetRawValue())
-		}
-	}
+	dest := destHeader(r)
 	if dest == "" {
 		return "", fmt.Errorf("first answer %v, want request headers with a destination", r)
 	}
@@ -321,15 +343,7 @@ func TestTransportShutdown(t *testing.T) {
 		t.Run(transport+"/open stream finishes", func(t *testing.T) {
 			a, cancel, done, eps, _ := startPair(t, transport, "--secure-serving=false", "--shutdown-grace-period", "10s")
 			conn := dialExtproc(t, a.grpc, false)
-			ctx, stop := context.WithTimeout(context.Background(), 15*time.Second)
-			defer stop()
-			st, err := extprocv3.NewExternalProcessorClient(conn).Process(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := st.Send(headers); err != nil {
-				t.Fatal(err)
-			}
+			st := openStream(t, conn, headers)
 			time.Sleep(50 * time.Millisecond) // the stream is open on the server
 			cancel()                          // SIGTERM while the body is still to come
 			time.Sleep(200 * time.Millisecond)
@@ -350,12 +364,7 @@ func TestTransportShutdown(t *testing.T) {
 			if err != nil {
 				t.Fatalf("open stream got no answer during shutdown: %v", err)
 			}
-			dest := ""
-			for _, o := range r.GetRequestHeaders().GetResponse().GetHeaderMutation().GetSetHeaders() {
-				if o.GetHeader().GetKey() == "x-gateway-destination-endpoint" {
-					dest = string(o.GetHeader().GetRawValue())
-				}
-			}
+			dest := destHeader(r)
 			if dest != eps[0] {
 				t.Fatalf("routed to %q during shutdown, want the idle endpoint %s", dest, eps[0])
 			}
@@ -375,15 +384,7 @@ func TestTransportShutdown(t *testing.T) {
 		t.Run(transport+"/stalled stream past the grace period", func(t *testing.T) {
 			a, cancel, done, _, logs := startPair(t, transport, "--secure-serving=false", "--shutdown-grace-period", "300ms")
 			conn := dialExtproc(t, a.grpc, false)
-			ctx, stop := context.WithTimeout(context.Background(), 15*time.Second)
-			defer stop()
-			st, err := extprocv3.NewExternalProcessorClient(conn).Process(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := st.Send(headers); err != nil {
-				t.Fatal(err)
-			}
+			st := openStream(t, conn, headers)
 			time.Sleep(50 * time.Millisecond)
 			start := time.Now()
 			cancel()
