@@ -111,6 +111,24 @@ func benchSetup(tb testing.TB, plan *scheduler.Plan, n int) (*scheduler.Schedule
 	return s, c, ps
 }
 
+// benchSetupIdle is benchSetup over an idle pool: every endpoint with no
+// queue, nothing running and no KV use, so all of them tie on load.
+func benchSetupIdle(tb testing.TB, plan *scheduler.Plan, n int) (*scheduler.Scheduler, *scheduler.Cycle, [][]byte) {
+	now := time.Now()
+	st := pool(n, now)
+	for i := range st {
+		st[i].M.Waiting, st[i].M.Running, st[i].M.KVUsage = 0, 0, 0
+	}
+	s := scheduler.New(plan)
+	s.Publish(scheduler.NewSnapshot(st, now, 0))
+	c := s.NewCycle()
+	ps := prompts(32, 32)
+	var req scheduler.Request
+	req.Model = "meta-llama/Llama-3.1-8B-Instruct"
+	pickAll(tb, s, c, &req, ps)
+	return s, c, ps
+}
+
 // pickAll picks (and releases) every prompt of ps once with req.
 func pickAll(tb testing.TB, s *scheduler.Scheduler, c *scheduler.Cycle, req *scheduler.Request, ps [][]byte) {
 	for _, p := range ps {
@@ -193,6 +211,12 @@ func benchSetupCommon(tb testing.TB, plan *scheduler.Plan, n int) (*scheduler.Sc
 //     endpoint never holds the whole prompt, so the probing search must
 //     look further.
 //
+//   - default-idle-unique: an idle pool (benchSetupIdle: every endpoint ties
+//     on load) and a unique tail on every prompt, so most picks have no
+//     prefix hit and the tied best set is the whole pool: the search takes
+//     whole subtrees of look-alike endpoints as runs (O(log N)) instead of
+//     listing every endpoint.
+//
 //   - default-plain: the default plan with the fast path turned off (the plain
 //     O(N) loop, what every pick cost before it; see scheduler/fastpath.go).
 //     From 16 live endpoints on, the default plan takes the fast path.
@@ -207,26 +231,31 @@ func BenchmarkPick(b *testing.B) {
 		churn   int  // publish a new snapshot every churn picks (0: never)
 		plain   bool // fast path off
 		common  bool // benchSetupCommon
+		idle    bool // benchSetupIdle
 	}{
-		{"default", 16, defaultPlan, false, 0, false, false},
-		{"default", 128, defaultPlan, false, 0, false, false},
-		{"default", 1024, defaultPlan, false, 0, false, false},
-		{"queue-kv", 16, queueKVPlan, false, 0, false, false},
-		{"default-unique", 16, defaultPlan, true, 0, false, false},
-		{"default-churn", 16, defaultPlan, true, 200, false, false},
-		{"default-unique", 1024, defaultPlan, true, 0, false, false},
-		{"default-churn", 1024, defaultPlan, true, 200, false, false},
-		{"default-plain", 1024, defaultPlan, false, 0, true, false},
-		{"default-common", 16, defaultPlan, false, 0, false, true},
-		{"default-common", 1024, defaultPlan, false, 0, false, true},
-		{"default-common-unique", 16, defaultPlan, true, 0, false, true},
-		{"default-common-unique", 1024, defaultPlan, true, 0, false, true},
+		{"default", 16, defaultPlan, false, 0, false, false, false},
+		{"default", 128, defaultPlan, false, 0, false, false, false},
+		{"default", 1024, defaultPlan, false, 0, false, false, false},
+		{"queue-kv", 16, queueKVPlan, false, 0, false, false, false},
+		{"default-unique", 16, defaultPlan, true, 0, false, false, false},
+		{"default-churn", 16, defaultPlan, true, 200, false, false, false},
+		{"default-unique", 1024, defaultPlan, true, 0, false, false, false},
+		{"default-churn", 1024, defaultPlan, true, 200, false, false, false},
+		{"default-plain", 1024, defaultPlan, false, 0, true, false, false},
+		{"default-common", 16, defaultPlan, false, 0, false, true, false},
+		{"default-common", 1024, defaultPlan, false, 0, false, true, false},
+		{"default-common-unique", 16, defaultPlan, true, 0, false, true, false},
+		{"default-common-unique", 1024, defaultPlan, true, 0, false, true, false},
+		{"default-idle-unique", 16, defaultPlan, true, 0, false, false, true},
+		{"default-idle-unique", 1024, defaultPlan, true, 0, false, false, true},
 	}
 	for _, tc := range cases {
 		b.Run(fmt.Sprintf("profile=%s/endpoints=%d", tc.profile, tc.n), func(b *testing.B) {
 			setup := benchSetup
 			if tc.common {
 				setup = benchSetupCommon
+			} else if tc.idle {
+				setup = benchSetupIdle
 			}
 			s, c, ps := setup(b, tc.plan(b), tc.n)
 			if tc.plain {

@@ -18,7 +18,8 @@ func begin(s *Scheduler, c *Cycle, req *Request) *published {
 }
 
 // FastEval runs the fast path's decision for req without picking: the tied
-// best set (snapshot indices), the best total, the hits' totals by snapshot
+// best set (snapshot indices, in the order the pick's draw indexes it:
+// fastScratch.winner), the best total, the hits' totals by snapshot
 // index, and ok = false when the fast path does not apply or declines.
 func FastEval(s *Scheduler, c *Cycle, req *Request) (win []int32, best float64, hits map[int32]float64, ok bool) {
 	pub := begin(s, c, req)
@@ -35,7 +36,10 @@ func FastEval(s *Scheduler, c *Cycle, req *Request) (win []int32, best float64, 
 			hits[h.Index] = t
 		}
 	}
-	return append([]int32(nil), c.fast.win...), c.fast.best, hits, true
+	for j := range c.fast.count() {
+		win = append(win, c.fast.winner(pub.load, uint64(j)))
+	}
+	return win, c.fast.best, hits, true
 }
 
 // PlainTotals scores req the plain way (every live candidate, every scorer of
@@ -89,3 +93,7 @@ func FastIndexOK(s *Scheduler) (indexed, consistent bool) {
 // FastProbed reports whether c's last fast-path decision probed the sparse
 // scorer endpoint by endpoint (ProbeScorer: ScoreHits declined).
 func FastProbed(c *Cycle) bool { return c.fast.probed }
+
+// FastRuns is the number of runs the last fast decision's search left for
+// the no-hit winners (what the pick's draw walks).
+func FastRuns(c *Cycle) int { return len(c.fast.runs) }

@@ -29,10 +29,13 @@ import (
 //     total found: f is the plain loop's weighted total of an endpoint
 //     without a prefix hit, computed with the same float operations in the
 //     same order, and it is monotone (non-increasing in q, non-decreasing in
-//     KV), so the bound is exact and ties are kept. Cost: O(F · log N), F the
-//     endpoints on the (q, KV) Pareto front near the best total, plus the
-//     number of endpoints tied for the best (all of them when every endpoint
-//     looks the same).
+//     KV), so the bound is exact and ties are kept. A subtree whose
+//     endpoints all have the same q and KV (min q = max q, equal KV at its
+//     ends) is one total: it is taken whole, as a run of tied ranks, and
+//     the winner is drawn from the runs by counting (fastScratch.winner).
+//     Cost: O(F · log N), F the endpoints on the (q, KV) Pareto front near
+//     the best total, plus O(log N) runs per endpoint that differs from its
+//     tied neighbours (an idle pool of look-alikes costs O(log N), not N).
 //   - Sparse scores (prefix-cache-scorer, declared with SparseScorer) are 0
 //     for all but a few endpoints the scorer lists itself (the prefix index
 //     keeps a reverse index from a prompt's first block to the endpoints that
@@ -53,7 +56,7 @@ import (
 //   - The winner is drawn uniformly among the tied set, as max-score-picker
 //     does (not with the same random numbers: the same set, the same odds).
 //
-// So a pick costs O(hits + N/64 + (F + ties + changed) · log N) instead of
+// So a pick costs O(hits + N/64 + (F + runs + changed) · log N) instead of
 // O(N): hits are the endpoints the sparse scorer lists (each verified on its
 // table), N/64 the scan of the dirty-mark words (16 loads at 1024
 // endpoints), changed the endpoints whose in-flight count moved since the
@@ -449,17 +452,23 @@ func (ix *loadIndex) detach() {
 
 // fastScratch is a Cycle's scratch space for the fast path.
 type fastScratch struct {
-	hits   []Hit
-	hitTot []float64 // totals of hits (NaN: not live, or a repeat)
-	best   float64
-	ties   []int32 // ranks tied for the best no-hit total
-	win    []int32 // snapshot indices of the winners
-	mark   []uint32
-	epoch  uint32
-	stack  []int32
-	pstack []probeNode // the probing search's stack
-	probed bool        // the last decision probed (ScoreHits declined)
+	hits     []Hit
+	hitTot   []float64 // totals of hits (NaN: not live, or a repeat)
+	best     float64
+	ties     []int32  // fastProbe: ranks tied for the best total
+	runs     []tieRun // search: runs of ranks tied for the best no-hit total, in rank order
+	ntie     int      // the runs' ranks that are not hits': the no-hit winners
+	win      []int32  // snapshot indices of the winners (search: the winning hits)
+	hitRanks []int32  // the hits' live ranks, each once (sorted once search is done)
+	mark     []uint32
+	epoch    uint32
+	stack    []int32
+	pstack   []probeNode // the probing search's stack
+	probed   bool        // the last decision probed (ScoreHits declined)
 }
+
+// tieRun is a run of consecutive ranks tied for the best no-hit total.
+type tieRun struct{ first, n int32 }
 
 // probeNode is a tree node on the probing search's stack with its bound.
 type probeNode struct {
@@ -521,8 +530,43 @@ func (s *Scheduler) fastPick(c *Cycle, fp *fastPlan, ix *loadIndex) (int32, bool
 	if !fastDecide(c, fp, ix) {
 		return 0, false
 	}
-	win := c.fast.win
-	return win[c.Uint64()%uint64(len(win))], true
+	return c.fast.winner(ix, c.Uint64()%uint64(c.fast.count())), true
+}
+
+// count is the size of the tied best set: the winning hits (win) and the
+// no-hit winners (ntie ranks in runs, the hits' ranks left out).
+func (fs *fastScratch) count() int { return len(fs.win) + fs.ntie }
+
+// winner returns the j-th endpoint (snapshot index) of the tied best set,
+// j < count(): the winning hits first, then the no-hit winners in rank
+// order, the order in which the set was once listed one by one.
+func (fs *fastScratch) winner(ix *loadIndex, j uint64) int32 {
+	if j < uint64(len(fs.win)) {
+		return fs.win[j]
+	}
+	return ix.idxOf[fs.tieRank(int(j)-len(fs.win))]
+}
+
+// tieRank returns the j-th rank of the runs that is not a hit's (fs.hitRanks,
+// sorted), j < ntie: O(runs · log hits).
+func (fs *fastScratch) tieRank(j int) int32 {
+	for _, run := range fs.runs {
+		lo, _ := slices.BinarySearch(fs.hitRanks, run.first)
+		hi, _ := slices.BinarySearch(fs.hitRanks, run.first+run.n)
+		if eff := int(run.n) - (hi - lo); j >= eff {
+			j -= eff
+			continue
+		}
+		r := run.first + int32(j)
+		for _, m := range fs.hitRanks[lo:hi] { // skip the hits at or before r
+			if m > r {
+				break
+			}
+			r++
+		}
+		return r
+	}
+	panic("scheduler: tieRank beyond the tied set") // a bug: j >= ntie
 }
 
 // fastDecide leaves in c.fast.win the snapshot indices of the endpoints tied
@@ -572,6 +616,7 @@ func fastDecide(c *Cycle, fp *fastPlan, ix *loadIndex) bool {
 	// Best total among the hits.
 	best := math.Inf(-1)
 	fs.win = fs.win[:0]
+	fs.hitRanks = fs.hitRanks[:0]
 	for j, h := range fs.hits {
 		fs.hitTot[j] = math.NaN()
 		r := ix.rankOf[h.Index]
@@ -579,6 +624,7 @@ func fastDecide(c *Cycle, fp *fastPlan, ix *loadIndex) bool {
 			continue
 		}
 		fs.mark[r] = fs.epoch
+		fs.hitRanks = append(fs.hitRanks, r)
 		v := t.total(ix.q[r], ix.kv[r], h.Score)
 		fs.hitTot[j] = v
 		if v > best {
@@ -595,23 +641,34 @@ func fastDecide(c *Cycle, fp *fastPlan, ix *loadIndex) bool {
 		best = nb
 		fs.win = fs.win[:0]
 	}
+	fs.ntie = 0
 	if nb == best {
-		for _, r := range fs.ties {
-			if fs.mark[r] != fs.epoch { // not a hit
-				fs.win = append(fs.win, ix.idxOf[r])
-			}
+		// The runs' ranks win, but for the hits' (their own totals, which
+		// are at least nb, are in win when they equal best).
+		slices.Sort(fs.hitRanks)
+		for _, run := range fs.runs {
+			lo, _ := slices.BinarySearch(fs.hitRanks, run.first)
+			hi, _ := slices.BinarySearch(fs.hitRanks, run.first+run.n)
+			fs.ntie += int(run.n) - (hi - lo)
 		}
+	} else {
+		fs.runs = fs.runs[:0]
 	}
 	ix.mu.Unlock()
 	fs.best = best
-	return len(fs.win) > 0 // always: the tree holds every live endpoint
+	return fs.count() > 0 // always: the tree holds every live endpoint
 }
 
 // search returns the best no-hit total over the live endpoints and leaves the
-// ranks that reach it in fs.ties. Caller holds ix.mu.
+// ranks that reach it in fs.runs, in rank order. A subtree whose live leaves
+// all have the same queue and KV figures (min q = max q, and the KV of its
+// first and last live ranks equal: KV is sorted) has one total for all of
+// them, so it is taken whole as one run, not leaf by leaf: a pool whose
+// endpoints look the same (idle, say) costs O(log N) runs, not N leaves.
+// Caller holds ix.mu.
 func (ix *loadIndex) search(t *totaler, fs *fastScratch) float64 {
 	best := math.Inf(-1)
-	fs.ties = fs.ties[:0]
+	fs.runs = fs.runs[:0]
 	// Depth-first, left (higher KV) first; a node is pushed with its first
 	// rank's offset implied by its position: node k at level L covers ranks
 	// (k − 2^L)·width .. +width.
@@ -623,22 +680,28 @@ func (ix *loadIndex) search(t *totaler, fs *fastScratch) float64 {
 		if math.IsInf(mn, 1) {
 			continue // padding only
 		}
-		// First rank under k: shift k down to the leaf level.
-		first := int(k)
+		// First rank under k and k's width: shift k down to the leaf level.
+		first, width := int(k), 1
 		for first < ix.size {
 			first *= 2
+			width *= 2
 		}
 		first -= ix.size
 		b := t.total(mn, ix.kv[first], 0)
 		if b < best {
 			continue
 		}
-		if int(k) >= ix.size { // leaf: mn is its q, the bound its total
+		// A leaf, or a subtree of equal leaves: b is the total of each.
+		if last := min(first+width, ix.n) - 1; mn == ix.mx[k] && ix.kv[first] == ix.kv[last] {
 			if b > best {
 				best = b
-				fs.ties = fs.ties[:0]
+				fs.runs = fs.runs[:0]
 			}
-			fs.ties = append(fs.ties, int32(first))
+			if n := len(fs.runs); n > 0 && int(fs.runs[n-1].first+fs.runs[n-1].n) == first {
+				fs.runs[n-1].n += int32(last - first + 1) // adjacent: one run
+			} else {
+				fs.runs = append(fs.runs, tieRun{first: int32(first), n: int32(last - first + 1)})
+			}
 			continue
 		}
 		stack = append(stack, 2*k+1, 2*k) // left popped first
@@ -721,6 +784,7 @@ func fastProbe(c *Cycle, fp *fastPlan, ix *loadIndex, sMax float64) bool {
 	for _, r := range fs.ties {
 		fs.win = append(fs.win, ix.idxOf[r])
 	}
+	fs.runs, fs.ntie = fs.runs[:0], 0 // every winner is in win
 	ix.mu.Unlock()
 	fs.best = best
 	return len(fs.win) > 0

@@ -3,6 +3,7 @@ package scheduler_test
 import (
 	"fmt"
 	"math"
+	"math/bits"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -73,6 +74,70 @@ func TestFastPathCrossCheck(t *testing.T) {
 		for seed := range seeds {
 			t.Run(fmt.Sprintf("%s/seed=%d", name, seed), func(t *testing.T) {
 				crossCheck(t, mkPlan(t), uint64(seed))
+			})
+		}
+	}
+}
+
+// TestFastPathLookAlikes: in pools whose endpoints look the same (an idle
+// fleet: no queue, no KV use; or two groups of such), the tied best set is
+// most of the pool. The fast path must still give the plain loop's tied set
+// and best total, with prefix hits inside the tie (their own totals are
+// higher) and in-flight counts moving, while its search leaves O(log N) runs
+// of tied ranks instead of one entry per endpoint; sizes that are not powers
+// of two check the tree's padding.
+func TestFastPathLookAlikes(t *testing.T) {
+	for _, n := range []int{17, 100, 1000, 1024} {
+		for _, groups := range []int{1, 2} {
+			t.Run(fmt.Sprintf("n=%d/groups=%d", n, groups), func(t *testing.T) {
+				now := time.Now()
+				st := make([]scheduler.EndpointState, n)
+				for i := range st {
+					h := scheduler.NewHandle(scheduler.Endpoint{Name: fmt.Sprintf("e%d", i), Addr: netip.AddrFrom4([4]byte{10, 2, byte(i >> 8), byte(i)}), Port: 8000})
+					st[i] = scheduler.EndpointState{H: h, Healthy: true, M: scheduler.Metrics{UpdatedAt: now, KVUsage: 0.5 * float64(i%groups)}}
+				}
+				s := scheduler.New(defaultPlan(t))
+				s.Publish(scheduler.NewSnapshot(st, now, 0))
+				pc, fc, c := s.NewCycle(), s.NewCycle(), s.NewCycle()
+				r := rand.New(rand.NewPCG(uint64(n), uint64(groups)))
+				var held []*scheduler.Result
+				maxRuns, maxHeld := 0, 0
+				for step := range 200 {
+					var req scheduler.Request
+					req.Model = "m"
+					req.SetPrompt(append([]byte(fmt.Sprintf("conversation %d: ", r.IntN(8))), randText(r, r.IntN(300))...))
+					win, best, hits, ok := scheduler.FastEval(s, fc, &req)
+					if !ok {
+						t.Fatalf("step %d: the fast path did not apply", step)
+					}
+					maxRuns = max(maxRuns, scheduler.FastRuns(fc))
+					cands, totals := scheduler.PlainTotals(s, pc, &req)
+					compareDecision(t, step, cands, totals, win, best, hits)
+					res, err := s.Pick(c, &req)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if r.IntN(4) == 0 { // keep some in flight: their endpoints leave the tie
+						held = append(held, res)
+						maxHeld = max(maxHeld, len(held))
+					} else {
+						res.Release()
+					}
+					if len(held) > 0 && r.IntN(3) == 0 {
+						k := r.IntN(len(held))
+						held[k].Release()
+						held = slices.Delete(held, k, k+1)
+					}
+				}
+				for _, res := range held {
+					res.Release()
+				}
+				// Runs: at most two subtrees per tree level, around each of
+				// the endpoints that differ (in flight, or a group's edge).
+				if limit := 2 * bits.Len(uint(n)) * (maxHeld + groups); maxRuns > limit {
+					t.Errorf("the search left up to %d runs of tied ranks, want at most %d (O(log N) per differing endpoint)", maxRuns, limit)
+				}
+				t.Logf("%d endpoints, %d groups: at most %d runs (%d in flight at most)", n, groups, maxRuns, maxHeld)
 			})
 		}
 	}
