@@ -391,11 +391,15 @@ func randText(r *rand.Rand, n int) []byte {
 }
 
 // TestFastPickAllocs: a fast-path pick allocates nothing (default plan over
-// 128 and 1024 endpoints, repeated and unique prompts, and the first pick
-// after a publish).
+// 128 and 1024 endpoints, and 1024 idle ones whose ties form runs; repeated
+// and unique prompts, and the first pick after a publish).
 func TestFastPickAllocs(t *testing.T) {
-	for _, n := range []int{128, 1024} {
-		s, c, ps := benchSetup(t, defaultPlan(t), n)
+	for _, tc := range []struct {
+		n     int
+		setup func(testing.TB, *scheduler.Plan, int) (*scheduler.Scheduler, *scheduler.Cycle, [][]byte)
+	}{{128, benchSetup}, {1024, benchSetup}, {1024, benchSetupIdle}} {
+		n := tc.n
+		s, c, ps := tc.setup(t, defaultPlan(t), n)
 		var req scheduler.Request
 		req.Model = "meta-llama/Llama-3.1-8B-Instruct"
 		req.SetPrompt(ps[0])
