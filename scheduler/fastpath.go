@@ -692,7 +692,7 @@ func (ix *loadIndex) search(t *totaler, fs *fastScratch) float64 {
 			continue
 		}
 		// A leaf, or a subtree of equal leaves: b is the total of each.
-		if last := min(first+width, ix.n) - 1; mn == ix.mx[k] && ix.kv[first] == ix.kv[last] {
+		if last := min(first+width, ix.n) - 1; int(k) >= ix.size || mn == ix.mx[k] && ix.kv[first] == ix.kv[last] {
 			if b > best {
 				best = b
 				fs.runs = fs.runs[:0]
