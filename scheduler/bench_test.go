@@ -100,9 +100,13 @@ func defaultPlan(tb testing.TB) *scheduler.Plan {
 // benchSetup returns a scheduler over n endpoints, a cycle, and a warmed-up
 // request stream (every prompt picked once so the prefix index is populated).
 func benchSetup(tb testing.TB, plan *scheduler.Plan, n int) (*scheduler.Scheduler, *scheduler.Cycle, [][]byte) {
-	now := time.Now()
+	return benchSetupStates(tb, plan, pool(n, time.Now()))
+}
+
+// benchSetupStates is benchSetup over the endpoints st.
+func benchSetupStates(tb testing.TB, plan *scheduler.Plan, st []scheduler.EndpointState) (*scheduler.Scheduler, *scheduler.Cycle, [][]byte) {
 	s := scheduler.New(plan)
-	s.Publish(scheduler.NewSnapshot(pool(n, now), now, 0))
+	s.Publish(scheduler.NewSnapshot(st, time.Now(), 0))
 	c := s.NewCycle()
 	ps := prompts(32, 32)
 	var req scheduler.Request
@@ -114,19 +118,11 @@ func benchSetup(tb testing.TB, plan *scheduler.Plan, n int) (*scheduler.Schedule
 // benchSetupIdle is benchSetup over an idle pool: every endpoint with no
 // queue, nothing running and no KV use, so all of them tie on load.
 func benchSetupIdle(tb testing.TB, plan *scheduler.Plan, n int) (*scheduler.Scheduler, *scheduler.Cycle, [][]byte) {
-	now := time.Now()
-	st := pool(n, now)
+	st := pool(n, time.Now())
 	for i := range st {
 		st[i].M.Waiting, st[i].M.Running, st[i].M.KVUsage = 0, 0, 0
 	}
-	s := scheduler.New(plan)
-	s.Publish(scheduler.NewSnapshot(st, now, 0))
-	c := s.NewCycle()
-	ps := prompts(32, 32)
-	var req scheduler.Request
-	req.Model = "meta-llama/Llama-3.1-8B-Instruct"
-	pickAll(tb, s, c, &req, ps)
-	return s, c, ps
+	return benchSetupStates(tb, plan, st)
 }
 
 // pickAll picks (and releases) every prompt of ps once with req.
