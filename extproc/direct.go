@@ -949,7 +949,14 @@ func (c *dconn) release(s *dstream) {
 	}
 	s.closed = true
 	delete(c.streams, s.id)
-	if !s.isActive && len(c.free) < 64 && cap(s.in) <= 1<<20 && cap(s.out) <= 1<<20 {
+	if !s.isActive { // else drainAll recycles it when it leaves c.active
+		c.recycle(s)
+	}
+}
+
+// recycle keeps an ended stream (with its buffers) for newStream.
+func (c *dconn) recycle(s *dstream) {
+	if len(c.free) < 64 && cap(s.in) <= 1<<20 && cap(s.out) <= 1<<20 {
 		c.free = append(c.free, s)
 	}
 }
@@ -1009,8 +1016,8 @@ func (c *dconn) drainAll() {
 			continue
 		}
 		s.isActive = false
-		if s.closed && len(c.free) < 64 && cap(s.in) <= 1<<20 && cap(s.out) <= 1<<20 {
-			c.free = append(c.free, s)
+		if s.closed {
+			c.recycle(s)
 		}
 	}
 	clear(c.active[len(keep):])
@@ -1057,8 +1064,7 @@ func (c *dconn) drainStream(s *dstream) bool {
 	if !s.halfClosed {
 		c.fr.WriteRSTStream(s.id, http2.ErrCodeNo) // the call is over: the peer may stop sending
 	}
-	s.closed = true
-	delete(c.streams, s.id)
+	c.release(s)
 	return true
 }
 

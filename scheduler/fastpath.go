@@ -547,12 +547,19 @@ func (fs *fastScratch) winner(ix *loadIndex, j uint64) int32 {
 	return ix.idxOf[fs.tieRank(int(j)-len(fs.win))]
 }
 
+// hitsIn returns the bounds in fs.hitRanks (sorted) of the hits' ranks that
+// fall inside run.
+func (fs *fastScratch) hitsIn(run tieRun) (lo, hi int) {
+	lo, _ = slices.BinarySearch(fs.hitRanks, run.first)
+	hi, _ = slices.BinarySearch(fs.hitRanks, run.first+run.n)
+	return lo, hi
+}
+
 // tieRank returns the j-th rank of the runs that is not a hit's (fs.hitRanks,
 // sorted), j < ntie: O(runs · log hits).
 func (fs *fastScratch) tieRank(j int) int32 {
 	for _, run := range fs.runs {
-		lo, _ := slices.BinarySearch(fs.hitRanks, run.first)
-		hi, _ := slices.BinarySearch(fs.hitRanks, run.first+run.n)
+		lo, hi := fs.hitsIn(run)
 		if eff := int(run.n) - (hi - lo); j >= eff {
 			j -= eff
 			continue
@@ -647,8 +654,7 @@ func fastDecide(c *Cycle, fp *fastPlan, ix *loadIndex) bool {
 		// are at least nb, are in win when they equal best).
 		slices.Sort(fs.hitRanks)
 		for _, run := range fs.runs {
-			lo, _ := slices.BinarySearch(fs.hitRanks, run.first)
-			hi, _ := slices.BinarySearch(fs.hitRanks, run.first+run.n)
+			lo, hi := fs.hitsIn(run)
 			fs.ntie += int(run.n) - (hi - lo)
 		}
 	} else {
