@@ -44,6 +44,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -93,7 +94,8 @@ type DirectOptions struct {
 	TLS *tls.Config
 	// Health, when set, answers grpc.health.v1.Health/Check on the same
 	// port (cmd/epp's --health-checking). Watch is answered Unimplemented.
-	// Leave it nil, not a nil *health.Server, to serve no health.
+	// Nil (or a nil *health.Server) serves no health: Check is then
+	// answered Unimplemented.
 	Health healthpb.HealthServer
 	// MaxRecvMsgSize bounds one received gRPC message; 0 means what
 	// GRPCServerOptions allows (the server's MaxBodyBytes plus 1 MiB).
@@ -120,6 +122,9 @@ type Direct struct {
 func (s *Server) NewDirect(o DirectOptions) *Direct {
 	d := &Direct{srv: s, health: o.Health, maxMsg: o.MaxRecvMsgSize,
 		lis: map[net.Listener]struct{}{}, conns: map[*dconn]struct{}{}}
+	if v := reflect.ValueOf(o.Health); v.Kind() == reflect.Pointer && v.IsNil() {
+		d.health = nil // a nil *health.Server: no health served, not a nil dereference per Check
+	}
 	if d.maxMsg <= 0 {
 		d.maxMsg = s.maxBody + 1<<20
 		if d.maxMsg < 0 || d.maxMsg > math.MaxInt32 {

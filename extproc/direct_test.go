@@ -688,6 +688,21 @@ func TestDirectRefusals(t *testing.T) {
 	}
 }
 
+// TestDirectNilHealthServer: a nil *health.Server in DirectOptions.Health
+// (an interface holding a nil pointer) serves no health, as a nil Health
+// does: Check is answered Unimplemented, and the connection goes on.
+func TestDirectNilHealthServer(t *testing.T) {
+	var hs *health.Server
+	e := startDirect(t, Options{}, DirectOptions{Health: hs})
+	_, err := healthpb.NewHealthClient(e.grpcConn(t, nil)).Check(testCtx(t), &healthpb.HealthCheckRequest{})
+	if status.Code(err) != codes.Unimplemented {
+		t.Fatalf("Check with a nil *health.Server: %v, want Unimplemented", err)
+	}
+	rc := dialRaw(t, e.addr)
+	rc.roundTrip(1)
+	e.waitIdle(t)
+}
+
 // TestDirectHealthRefusals: a health Check the transport refuses (a second
 // message, a message over the limit, a stream ending inside a message) gets
 // its status and no data: the request bytes kept for the Check are never

@@ -209,16 +209,13 @@ func serve(ctx context.Context, o *options, l *config.Loaded, log *slog.Logger, 
 	var gs extprocServer
 	switch o.extprocTransport {
 	case transportDirect:
-		dopts := extproc.DirectOptions{
-			TLS: tc,
+		gs = xp.NewDirect(extproc.DirectOptions{
+			TLS:    tc,
+			Health: xpHealth, // nil without --health-checking: no health on this port
 			// 0: the server's MaxBodyBytes (--max-request-body-bytes) plus
 			// 1 MiB, the limit GRPCServerOptions gives grpc-go.
 			MaxRecvMsgSize: 0,
-		}
-		if xpHealth != nil { // not a typed nil: Direct serves Check when Health != nil
-			dopts.Health = xpHealth
-		}
-		gs = xp.NewDirect(dopts)
+		})
 	default:
 		g := grpc.NewServer(gopts...)
 		xp.Register(g)
